@@ -1,0 +1,99 @@
+"""One settings object, read from ``RECSYS_*`` environment variables and then CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from recsys.errors import RecsysError
+
+DEFAULT_MODEL = "efficientnet-lite0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the workspace lives and how jobs run.
+
+    Attributes:
+        home: Workspace folder: the SQLite file, the image store, cached weights and indexes.
+        db_url: SQLAlchemy URL; ``None`` means a SQLite file inside ``home``.
+        model: Embedding model name (see ``recsys.embedders.MODELS``).
+        max_side: Longest side, in pixels, of images kept in the image store.
+        batch_size: Images per inference batch, and embeddings per committed transaction.
+        workers: Threads that fetch and resize images during ingest.
+        timeout: Seconds before one HTTP download attempt is abandoned.
+        retries: Extra attempts for a download that failed for a transient reason.
+        max_pixels: Images with more pixels than this are refused as decompression bombs.
+    """
+
+    home: Path = Path("recsys-home")
+    db_url: str | None = None
+    model: str = DEFAULT_MODEL
+    max_side: int = 256
+    batch_size: int = 64
+    workers: int = 8
+    timeout: float = 20.0
+    retries: int = 3
+    max_pixels: int = 64_000_000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home))
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.home / 'recsys.db').resolve()}"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.home / "images"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.home / "indexes"
+
+    def replace(self, **overrides: Any) -> Settings:
+        """Return a copy with the non-``None`` overrides applied (how CLI flags win over env)."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **_coerce(given))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``RECSYS_<FIELD>`` variables, then apply ``overrides``."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f"RECSYS_{f.name.upper()}")
+            if raw not in (None, ""):
+                values[f.name] = raw
+        return cls().replace(**values).replace(**overrides)
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    types = {f.name: f.type for f in fields(Settings)}
+    out = {}
+    for name, value in values.items():
+        if name not in types:
+            raise RecsysError(f"unknown setting {name!r}")
+        kind = types[name]
+        try:
+            if name == "home":
+                out[name] = Path(value)
+            elif kind == "int":
+                out[name] = int(value)
+            elif kind == "float":
+                out[name] = float(value)
+            else:
+                out[name] = value
+        except (TypeError, ValueError):
+            raise RecsysError(f"setting {name}: {value!r} is not a valid {kind}") from None
+        if kind in ("int", "float") and out[name] <= 0 and name != "retries":
+            raise RecsysError(f"setting {name}: must be positive, got {value!r}")
+    return out

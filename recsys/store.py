@@ -1,0 +1,261 @@
+"""Tables, the engine, migrations, and the few queries the jobs share.
+
+Everything recsys keeps lives in one SQL database (SQLite by default, PostgreSQL works too).
+The schema is owned by the Alembic scripts in ``migrations/``; the models here mirror them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from recsys.errors import RecsysError
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    """One catalogue entry; ``key`` is the caller's stable id, ``image_path`` is in the image store."""
+
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True, nullable=False)
+    image_path: Mapped[str] = mapped_column(String(512), nullable=False)
+    source: Mapped[str | None] = mapped_column(Text)
+    label: Mapped[str | None] = mapped_column(String(255), index=True)
+    title: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Embedding(Base):
+    """An L2-normalised float32 vector of one item under one model."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("item_id", "model", name="uq_embeddings_item_model"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), nullable=False
+    )
+    model: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Interaction(Base):
+    """One event of a user on an item (view, click, like, purchase) at a time, with a weight."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (Index("ix_interactions_user_ts", "user_id", "ts"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
+    item_id: Mapped[int] = mapped_column(
+        ForeignKey("items.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    event: Mapped[str] = mapped_column(String(16), nullable=False)
+    weight: Mapped[float | None] = mapped_column(Float)
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+# --- engine and migrations -------------------------------------------------------------------
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def open_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    try:
+        engine = create_engine(url)
+    except (ArgumentError, ImportError) as exc:
+        raise RecsysError(f"database URL {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        db = engine.url.database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _alembic_config(connection: Connection):
+    from alembic.config import Config
+
+    if not (MIGRATIONS_DIR / "env.py").exists():
+        raise RecsysError(f"migrations folder not found at {MIGRATIONS_DIR}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """Serialise migrations between processes that open a fresh workspace at the same moment."""
+    if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+        lock_path = Path(engine.url.database + ".migrate.lock")
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+    elif engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(7331)"))
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(7331)"))
+    else:
+        yield
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) -> str | None:
+    """Bring the schema to ``revision`` (upgrade by default); return the revision reached."""
+    from alembic import command
+
+    try:
+        with _migration_lock(engine):
+            if not downgrade and revision == "head" and current_revision(engine) == head_revision():
+                return current_revision(engine)
+            with engine.begin() as conn:
+                cfg = _alembic_config(conn)
+                if downgrade:
+                    command.downgrade(cfg, revision)
+                else:
+                    command.upgrade(cfg, revision)
+    except OperationalError as exc:
+        raise RecsysError(f"database {engine.url!r}: {exc.orig}") from None
+    return current_revision(engine)
+
+
+# --- shared queries --------------------------------------------------------------------------
+
+
+def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequence[dict]) -> int:
+    """Insert rows, silently skipping any that collide with a unique key; return rows inserted."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    table = model.__table__
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
+    return len(session.connection().execute(statement, list(rows)).all())
+
+
+def existing_item_keys(session: Session, keys: Iterable[str]) -> set[str]:
+    keys = list(keys)
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        found.update(session.scalars(select(Item.key).where(Item.key.in_(chunk))))
+    return found
+
+
+def items_missing_embedding(session: Session, model: str) -> list[tuple[int, str]]:
+    """(item id, image path) of every item without a vector for ``model``, in id order."""
+    has = select(Embedding.item_id).where(Embedding.model == model)
+    rows = session.execute(
+        select(Item.id, Item.image_path).where(Item.id.not_in(has)).order_by(Item.id)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+def write_embeddings(
+    session: Session, model: str, item_ids: Sequence[int], vectors: np.ndarray
+) -> int:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    now = utcnow()
+    rows = [
+        {
+            "item_id": int(i),
+            "model": model,
+            "dim": int(v.shape[0]),
+            "vector": v.tobytes(),
+            "created_at": now,
+        }
+        for i, v in zip(item_ids, vectors, strict=True)
+    ]
+    return insert_ignoring_duplicates(session, Embedding, rows)
+
+
+def load_embeddings(session: Session, model: str) -> tuple[np.ndarray, np.ndarray]:
+    """All vectors of ``model`` as (item ids int64, matrix float32), in item-id order."""
+    rows = session.execute(
+        select(Embedding.item_id, Embedding.dim, Embedding.vector)
+        .where(Embedding.model == model)
+        .order_by(Embedding.item_id)
+    ).all()
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
+    dim = rows[0][1]
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+    return ids, matrix

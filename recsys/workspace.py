@@ -1,0 +1,51 @@
+"""A workspace: one database, one image store, cached model weights and indexes, under ``home``.
+
+Opening one migrates its database, so every command works on a fresh folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from recsys import store
+from recsys.settings import Settings
+
+
+class Workspace:
+    """Owns the engine and paths; jobs and the ``Recommender`` take one of these.
+
+    Args:
+        settings: Where the workspace lives and how jobs run (see ``Settings``).
+        migrate: Bring the schema to the newest revision on open (off only for ``db`` commands).
+    """
+
+    def __init__(self, settings: Settings | None = None, *, migrate: bool = True) -> None:
+        self.settings = settings or Settings.from_env()
+        self.home = Path(self.settings.home)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.engine = store.open_engine(self.settings.database_url)
+        if migrate:
+            store.migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    def image_file(self, relpath: str) -> Path:
+        return self.settings.images_dir / relpath
+
+    def embedder(self, model: str | None = None):
+        from recsys.embedders import load_embedder
+
+        return load_embedder(model or self.settings.model, self.settings.models_dir)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
