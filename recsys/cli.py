@@ -1,0 +1,271 @@
+"""``recsys`` command line: a thin shell over ``Workspace``, the jobs and ``Recommender``.
+
+Every command takes ``--home`` / ``--db`` (or ``RECSYS_HOME`` / ``RECSYS_DB_URL``); bad input ends
+in one ``error: ...`` line and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from recsys.errors import RecsysError
+from recsys.settings import Settings
+
+BUNDLED_CATALOG = Path(__file__).resolve().parent.parent / "data" / "flowers"
+
+
+def _settings_options(fn):
+    """--home, --db and --model on every command; values left unset fall back to RECSYS_*."""
+
+    @click.option("--home", type=click.Path(file_okay=False), help="Workspace folder [RECSYS_HOME].")
+    @click.option("--db", "db_url", help="SQLAlchemy database URL [RECSYS_DB_URL].")
+    @click.option("--model", help="Embedding model [RECSYS_MODEL], e.g. efficientnet-lite0.")
+    @functools.wraps(fn)
+    def wrapper(home, db_url, model, **kwargs):
+        settings = Settings.from_env(home=home, db_url=db_url, model=model)
+        return fn(settings, **kwargs)
+
+    return wrapper
+
+
+def _open(settings: Settings, migrate: bool = True):
+    from recsys.workspace import Workspace
+
+    return Workspace(settings, migrate=migrate)
+
+
+def _emit_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    head = "  ".join(c.ljust(widths[c]) for c in columns)
+    body = ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join([head, "  ".join("-" * widths[c] for c in columns), *body])
+
+
+def _print_hits(hits, as_json: bool) -> None:
+    rows = [
+        {"rank": n, "score": f"{h.score:.4f}", "key": h.key, "label": h.label or "",
+         "title": h.title or ""}
+        for n, h in enumerate(hits, 1)
+    ]
+    if as_json:
+        _emit_json([h.as_dict() for h in hits])
+    else:
+        click.echo(_table(rows, ["rank", "score", "key", "label", "title"]))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="recsys")
+def cli() -> None:
+    """recsys: "more like your history" recommendations from image embeddings."""
+
+
+# --- db --------------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.argument("revision", default="head")
+@_settings_options
+def db_upgrade(settings: Settings, revision: str) -> None:
+    """Migrate the database up to REVISION (default: newest)."""
+    from recsys import store
+
+    ws = _open(settings, migrate=False)
+    click.echo(f"database at revision {store.migrate(ws.engine, revision)}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+@_settings_options
+def db_downgrade(settings: Settings, revision: str) -> None:
+    """Migrate the database down to REVISION ('base' drops everything)."""
+    from recsys import store
+
+    ws = _open(settings, migrate=False)
+    click.echo(f"database at revision {store.migrate(ws.engine, revision, downgrade=True)}")
+
+
+@db.command("current")
+@_settings_options
+def db_current(settings: Settings) -> None:
+    """Print the database's schema revision and the newest one."""
+    from recsys import store
+
+    ws = _open(settings, migrate=False)
+    click.echo(f"current {store.current_revision(ws.engine)}  head {store.head_revision()}")
+
+
+# --- catalogue and embeddings ----------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--max-side", type=int, help="Longest side kept in the image store [256].")
+@click.option("--workers", type=int, help="Parallel fetch/resize threads [8].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_settings_options
+def ingest(settings: Settings, path: str, max_side, workers, as_json: bool, quiet: bool) -> None:
+    """Add the images of a folder (sub-folder = label) or a CSV (key,image,label,title)."""
+    from recsys.catalog import ingest as run_ingest
+
+    settings = settings.replace(max_side=max_side, workers=workers)
+    ws = _open(settings)
+
+    def show(where: str, reason: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"skipped {where}: {reason}", file=sys.stderr)
+
+    report = run_ingest(ws, path, progress=not quiet and not as_json, on_problem=show)
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        click.echo(
+            f"ingested {report.added} new item(s), {report.already_present} already present, "
+            f"{len(report.failed)} skipped"
+        )
+    if report.added == 0 and report.already_present == 0:
+        raise RecsysError(f"{path}: nothing could be ingested")
+
+
+@cli.command()
+@click.option("--batch-size", type=int, help="Images per inference batch and per commit [64].")
+@click.option("--limit", type=int, help="Embed at most this many items (then stop).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_settings_options
+def embed(settings: Settings, batch_size, limit, as_json: bool, quiet: bool) -> None:
+    """Embed every item that has no vector for the model yet (resumable)."""
+    from recsys.embedders.runner import embed_missing
+
+    ws = _open(settings.replace(batch_size=batch_size))
+    report = embed_missing(ws, limit=limit, progress=not quiet and not as_json)
+    for item_id, reason in report.failed:
+        click.echo(f"skipped item {item_id}: {reason}", err=True)
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        click.echo(
+            f"embedded {report.embedded} item(s) with {report.model} in {report.seconds:.1f} s "
+            f"({report.images_per_second:.1f} images/s), {len(report.failed)} failed"
+        )
+    if report.embedded == 0 and report.failed:
+        raise RecsysError("no item could be embedded")
+
+
+@cli.command()
+@click.argument("item_key", required=False)
+@click.option("--image", type=click.Path(dir_okay=False), help="Search with this image instead.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many results.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_settings_options
+def similar(settings: Settings, item_key, image, k: int, as_json: bool) -> None:
+    """Items most similar to ITEM_KEY, or to an image file with --image."""
+    from recsys.recommend import Recommender
+
+    if bool(item_key) == bool(image):
+        raise RecsysError("give exactly one of ITEM_KEY or --image PATH")
+    rec = Recommender(_open(settings))
+    if image:
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise RecsysError(f"{image}: {exc.strerror}") from None
+        try:
+            hits = rec.similar_to_image(data, k)
+        except RecsysError as exc:
+            raise RecsysError(f"{image}: {exc}") from None
+    else:
+        hits = rec.similar(item_key, k)
+    _print_hits(hits, as_json)
+
+
+@cli.command("knn-accuracy")
+@click.option("-k", "k", type=int, default=1, show_default=True, help="Neighbours that vote.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def knn_accuracy(settings: Settings, k: int, as_json: bool) -> None:
+    """Leave-one-out k-NN same-label accuracy of the stored embeddings."""
+    from recsys.evaluate import knn_accuracy as measure
+    from recsys.recommend import Recommender
+
+    rec = Recommender(_open(settings))
+    vectors, labels = rec.labelled_vectors()
+    result = measure(vectors, labels, k=k)
+    result["model"] = rec.model
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo(
+        f"{k}-NN leave-one-out accuracy ({rec.model}, {result['items']} items): "
+        f"{result['accuracy']:.4f}"
+    )
+    click.echo(_table([{"label": lab, "accuracy": f"{acc:.4f}"}
+                       for lab, acc in result["per_label"].items()], ["label", "accuracy"]))
+
+
+@cli.command()
+@click.option("--catalog", type=click.Path(exists=True), help="Catalogue to use instead of data/.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_settings_options
+def demo(settings: Settings, catalog, quiet: bool) -> None:
+    """Ingest and embed the bundled photos, then show a few similar-item lists."""
+    from recsys.catalog import ingest as run_ingest
+    from recsys.embedders.runner import embed_missing
+    from recsys.evaluate import knn_accuracy as measure
+    from recsys.recommend import Recommender
+
+    source = Path(catalog) if catalog else BUNDLED_CATALOG
+    if not source.exists():
+        raise RecsysError(f"bundled catalogue not found at {source}; pass --catalog PATH")
+    ws = _open(settings)
+    click.echo(f"workspace: {ws.home.resolve()}")
+    report = run_ingest(ws, source, progress=not quiet)
+    click.echo(f"ingested {report.added} new, {report.already_present} already present")
+    emb = embed_missing(ws, progress=not quiet)
+    click.echo(f"embedded {emb.embedded} new item(s) ({emb.images_per_second:.1f} images/s)")
+    rec = Recommender(ws)
+    vectors, labels = rec.labelled_vectors()
+    if len(labels) > 1:
+        click.echo(f"1-NN same-label accuracy: {measure(vectors, labels)['accuracy']:.3f}")
+    ids, _ = rec.vectors()
+    with ws.session() as session:
+        from sqlalchemy import func, select
+
+        from recsys import store
+
+        firsts = session.execute(
+            select(func.min(store.Item.key)).group_by(store.Item.label).order_by(store.Item.label)
+        ).scalars().all()
+    for key in firsts[:3]:
+        click.echo(f"\nmost similar to {key}:")
+        _print_hits(rec.similar(key, 5), as_json=False)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except RecsysError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
