@@ -52,8 +52,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def _print_hits(hits, as_json: bool) -> None:
     rows = [
-        {"rank": n, "score": f"{h.score:.4f}", "key": h.key, "label": h.label or "",
-         "title": h.title or ""}
+        {"rank": n, "score": f"{h.score:.4f}", "key": h.key, "label": h.label or "", "title": h.title or ""}
         for n, h in enumerate(hits, 1)
     ]
     if as_json:
@@ -211,11 +210,14 @@ def knn_accuracy(settings: Settings, k: int, as_json: bool) -> None:
         _emit_json(result)
         return
     click.echo(
-        f"{k}-NN leave-one-out accuracy ({rec.model}, {result['items']} items): "
-        f"{result['accuracy']:.4f}"
+        f"{k}-NN leave-one-out accuracy ({rec.model}, {result['items']} items): {result['accuracy']:.4f}"
     )
-    click.echo(_table([{"label": lab, "accuracy": f"{acc:.4f}"}
-                       for lab, acc in result["per_label"].items()], ["label", "accuracy"]))
+    click.echo(
+        _table(
+            [{"label": lab, "accuracy": f"{acc:.4f}"} for lab, acc in result["per_label"].items()],
+            ["label", "accuracy"],
+        )
+    )
 
 
 @cli.command()
@@ -248,9 +250,13 @@ def demo(settings: Settings, catalog, quiet: bool) -> None:
 
         from recsys import store
 
-        firsts = session.execute(
-            select(func.min(store.Item.key)).group_by(store.Item.label).order_by(store.Item.label)
-        ).scalars().all()
+        firsts = (
+            session.execute(
+                select(func.min(store.Item.key)).group_by(store.Item.label).order_by(store.Item.label)
+            )
+            .scalars()
+            .all()
+        )
     for key in firsts[:3]:
         click.echo(f"\nmost similar to {key}:")
         _print_hits(rec.similar(key, 5), as_json=False)

@@ -31,7 +31,5 @@ def knn_accuracy(vectors: np.ndarray, labels: list[str], k: int = 1) -> dict:
         best = max(votes.values())
         winner = next(labels_arr[r] for r in neighbours if votes[labels_arr[r]] == best)
         correct[i] = winner == labels_arr[i]
-    per_label = {
-        str(lab): float(correct[labels_arr == lab].mean()) for lab in sorted(set(labels))
-    }
+    per_label = {str(lab): float(correct[labels_arr == lab].mean()) for lab in sorted(set(labels))}
     return {"k": k, "items": n, "accuracy": float(correct.mean()), "per_label": per_label}

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def exact_search(
-    matrix: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_search(matrix: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(scores, row numbers) of the ``k`` best rows of ``matrix`` per query; -1 pads short lists."""
     import faiss
 

@@ -83,9 +83,7 @@ class Recommender:
         else:
             query = np.asarray(item, dtype=np.float32)
             if query.shape != (matrix.shape[1],):
-                raise RecsysError(
-                    f"query vector has shape {query.shape}, expected ({matrix.shape[1]},)"
-                )
+                raise RecsysError(f"query vector has shape {query.shape}, expected ({matrix.shape[1]},)")
         scores, rows = exact_search(matrix, query, k + len(exclude))
         hits = [
             (int(ids[r]), float(s))

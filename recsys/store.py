@@ -65,9 +65,7 @@ class Embedding(Base):
     __tablename__ = "embeddings"
     __table_args__ = (UniqueConstraint("item_id", "model", name="uq_embeddings_item_model"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    item_id: Mapped[int] = mapped_column(
-        ForeignKey("items.id", ondelete="CASCADE"), nullable=False
-    )
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), nullable=False)
     model: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
     vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
@@ -158,9 +156,8 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -222,15 +219,11 @@ def existing_item_keys(session: Session, keys: Iterable[str]) -> set[str]:
 def items_missing_embedding(session: Session, model: str) -> list[tuple[int, str]]:
     """(item id, image path) of every item without a vector for ``model``, in id order."""
     has = select(Embedding.item_id).where(Embedding.model == model)
-    rows = session.execute(
-        select(Item.id, Item.image_path).where(Item.id.not_in(has)).order_by(Item.id)
-    )
+    rows = session.execute(select(Item.id, Item.image_path).where(Item.id.not_in(has)).order_by(Item.id))
     return [(r[0], r[1]) for r in rows]
 
 
-def write_embeddings(
-    session: Session, model: str, item_ids: Sequence[int], vectors: np.ndarray
-) -> int:
+def write_embeddings(session: Session, model: str, item_ids: Sequence[int], vectors: np.ndarray) -> int:
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     now = utcnow()
     rows = [

@@ -31,9 +31,7 @@ def upgrade() -> None:
     op.create_table(
         "embeddings",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "item_id", sa.Integer, sa.ForeignKey("items.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
         sa.Column("model", sa.String(64), nullable=False),
         sa.Column("dim", sa.Integer, nullable=False),
         sa.Column("vector", sa.LargeBinary, nullable=False),
@@ -51,12 +49,8 @@ def upgrade() -> None:
     op.create_table(
         "interactions",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
-        ),
-        sa.Column(
-            "item_id", sa.Integer, sa.ForeignKey("items.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
         sa.Column("event", sa.String(16), nullable=False),
         sa.Column("weight", sa.Float),
         sa.Column("ts", sa.DateTime(timezone=True), nullable=False),

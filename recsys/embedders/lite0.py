@@ -60,9 +60,7 @@ def build(include_top: bool = True):
             y = x
             if expand != 1:
                 y = conv_bn(y, channels * expand, 1, 1, p + "expand_conv", p + "bn0")
-            y = layers.DepthwiseConv2D(
-                kernel, s, "same", use_bias=False, name=p + "depthwise_conv"
-            )(y)
+            y = layers.DepthwiseConv2D(kernel, s, "same", use_bias=False, name=p + "depthwise_conv")(y)
             y = layers.BatchNormalization(epsilon=BN_EPSILON, name=p + "bn1")(y)
             y = layers.ReLU(6.0, name=p + "bn1_relu6")(y)
             y = conv_bn(y, out, 1, 1, p + "project_conv", p + "bn2", act=False)

@@ -47,7 +47,7 @@ def make_dataset(paths: list[str], ids: list[int], batch_size: int):
     ds = ds.map(
         lambda i, p: (i, decode_image(tf.io.read_file(p))),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
+        deterministic=False,  # ids travel with their images, so order is free
     )
     ds = ds.ignore_errors()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

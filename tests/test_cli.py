@@ -1,0 +1,91 @@
+"""The recsys command line on real workspaces: results, --json, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from recsys.settings import Settings
+from tests.conftest import BUNDLED, one_line_error, run_cli
+
+
+def test_similar_by_key_prints_a_table_and_json(embedded_home):
+    key = "tulip/" + sorted((BUNDLED / "tulip").glob("*.jpg"))[0].stem
+    table = run_cli("similar", key, "-k", "5", home=embedded_home, check=True)
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["rank", "score", "key", "label", "title"]
+    assert len(lines) == 2 + 5
+    hits = json.loads(run_cli("similar", key, "-k", "10", "--json", home=embedded_home, check=True).stdout)
+    assert len(hits) == 10 and key not in [h["key"] for h in hits]
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    assert sum(h["label"] == "tulip" for h in hits) >= 5
+
+
+def test_similar_by_image_finds_the_same_photo_first(embedded_home):
+    photo = sorted((BUNDLED / "sunflower").glob("*.jpg"))[3]
+    out = run_cli("similar", "--image", str(photo), "-k", "3", "--json", home=embedded_home, check=True)
+    hits = json.loads(out.stdout)
+    assert hits[0]["key"] == f"sunflower/{photo.stem}" and hits[0]["score"] > 0.99
+
+
+def test_knn_accuracy_json(embedded_home):
+    out = run_cli("knn-accuracy", "--json", home=embedded_home, check=True)
+    result = json.loads(out.stdout)
+    assert result["items"] == 200 and result["k"] == 1
+    assert result["accuracy"] > 0.6  # 5 classes: chance is 0.2
+    assert set(result["per_label"]) == {"daisy", "dandelion", "rose", "sunflower", "tulip"}
+
+
+def test_bad_input_gives_one_line_errors(embedded_home, tmp_path):
+    assert "'no/such-item'" in one_line_error(run_cli("similar", "no/such-item", home=embedded_home))
+    assert "exactly one" in one_line_error(run_cli("similar", home=embedded_home))
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    line = one_line_error(run_cli("similar", "--image", str(not_image), home=embedded_home))
+    assert "notes.jpg" in line and "not an image" in line
+    line = one_line_error(run_cli("knn-accuracy", home=tmp_path / "empty"))
+    assert "recsys embed" in line
+    line = one_line_error(run_cli("ingest", str(BUNDLED), "--db", "nosuchdialect://x"))
+    assert "nosuchdialect" in line
+    line = one_line_error(run_cli("embed", home=tmp_path / "h", env={"RECSYS_BATCH_SIZE": "lots"}))
+    assert "batch_size" in line and "lots" in line
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    line = one_line_error(run_cli("embed", "--model", "efficientnet-b7", home=tmp_path / "h"))
+    assert "efficientnet-b7" in line and "efficientnet-lite0" in line
+
+
+def test_db_commands_and_automatic_migration(tmp_path):
+    home = tmp_path / "h"
+    assert "current None" in run_cli("db", "current", home=home, check=True).stdout
+    assert "revision 0001" in run_cli("db", "upgrade", home=home, check=True).stdout
+    with sqlite3.connect(home / "recsys.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"items", "embeddings", "users", "interactions", "alembic_version"} <= tables
+    assert "revision None" in run_cli("db", "downgrade", "base", home=home, check=True).stdout
+    # any command migrates an empty database by itself
+    run_cli("knn-accuracy", home=home)
+    assert "current 0001" in run_cli("db", "current", home=home, check=True).stdout
+
+
+def test_foreign_keys_are_enforced(workspace):
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from recsys import store
+
+    with pytest.raises(IntegrityError), workspace.session() as s, s.begin():
+        s.add(store.Embedding(item_id=999, model="m", dim=1, vector=b"\0\0\0\0"))
+
+
+def test_settings_come_from_env_then_flags(tmp_path):
+    env = {"RECSYS_HOME": str(tmp_path / "env"), "RECSYS_MAX_SIDE": "128"}
+    s = Settings.from_env(env)
+    assert s.home == tmp_path / "env" and s.max_side == 128
+    assert s.database_url.endswith("env/recsys.db")
+    s = Settings.from_env(env, home=str(tmp_path / "flag"), max_side=None)
+    assert s.home == tmp_path / "flag" and s.max_side == 128
+    assert Settings.from_env({"RECSYS_DB_URL": "postgresql://x/y"}).database_url == "postgresql://x/y"
