@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sqlalchemy import delete  # noqa: E402
+
 import recsys  # noqa: E402,F401  (sets the legacy-Keras switch first)
 from recsys import store  # noqa: E402
 from recsys.catalog import ingest  # noqa: E402
@@ -65,7 +67,7 @@ def main() -> None:
         job, bare = [], []
         for _ in range(args.repeats):
             with ws.session() as session, session.begin():
-                session.execute(store.delete(store.Embedding))
+                session.execute(delete(store.Embedding))
             start = time.perf_counter()
             report = embed_missing(ws, progress=False)
             job.append(report.embedded / (time.perf_counter() - start))

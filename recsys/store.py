@@ -57,6 +57,7 @@ class Item(Base):
     title: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    cluster: Mapped[int | None] = mapped_column(Integer, index=True)
 
 
 class Embedding(Base):
@@ -92,6 +93,7 @@ class Interaction(Base):
     event: Mapped[str] = mapped_column(String(16), nullable=False)
     weight: Mapped[float | None] = mapped_column(Float)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    event_key: Mapped[str | None] = mapped_column(String(128), unique=True)
 
 
 # --- engine and migrations -------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sys
 import time
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from recsys import store
 from recsys.catalog import ingest
@@ -54,7 +54,7 @@ def test_rerun_embeds_nothing_and_new_items_only(embedded_copy, tmp_path):
 def test_missing_image_file_is_reported_not_fatal(embedded_copy):
     with Workspace(Settings(home=embedded_copy)) as ws:
         with ws.session() as s, s.begin():
-            s.execute(store.delete(store.Embedding).where(store.Embedding.item_id <= 3))
+            s.execute(delete(store.Embedding).where(store.Embedding.item_id <= 3))
             rel = s.scalar(select(store.Item.image_path).where(store.Item.id == 2))
         ws.image_file(rel).unlink()
         report = embed_missing(ws, progress=False)
