@@ -220,6 +220,175 @@ def knn_accuracy(settings: Settings, k: int, as_json: bool) -> None:
     )
 
 
+# --- interactions, index, recommendations ----------------------------------------------------
+
+
+@cli.command("record")
+@click.option("--user", help="User key (created on first sight).")
+@click.option("--item", help="Item key.")
+@click.option("--event", default="view", show_default=True, help="view, click, like or purchase.")
+@click.option("--at", "at", help="When (ISO-8601 or Unix seconds); default now.")
+@click.option("--weight", type=float, help="Weight in the profile (default: by event type).")
+@click.option("--event-key", help="Idempotency key: the same key is stored once.")
+@click.option("--csv", "csv_path", type=click.Path(), help="Bulk: user,item,event,timestamp[,weight].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_settings_options
+def record_cmd(settings: Settings, user, item, event, at, weight, event_key, csv_path, as_json: bool) -> None:
+    """Record one interaction, or a CSV of them (bad rows reported, valid rows kept)."""
+    from recsys.interactions import import_csv
+    from recsys.recommend import Recommender
+
+    if bool(csv_path) == bool(user or item):
+        raise RecsysError("give either --user and --item, or --csv FILE")
+    ws = _open(settings)
+    if csv_path:
+        report = import_csv(ws, csv_path, on_problem=lambda w, r: click.echo(f"rejected {w}: {r}", err=True))
+    else:
+        if not (user and item):
+            raise RecsysError("--user and --item are both required")
+        report = Recommender(ws, log=None).record(user, item, event, at, weight, event_key)
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        click.echo(
+            f"stored {report.stored} event(s), {report.duplicates} duplicate(s), "
+            f"{len(report.rejected)} rejected"
+        )
+    if report.stored == 0 and report.rejected:
+        raise RecsysError("no event could be stored")
+
+
+@cli.command("index")
+@click.option("--index", "factory", help='faiss index_factory string (Flat, HNSW32, "IVF1024,PQ32") or auto.')
+@click.option("--memory-gb", type=float, help="Memory budget for --index auto [4].")
+@click.option("--show", is_flag=True, help="Describe the saved index instead of building.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def index_cmd(settings: Settings, factory, memory_gb, show: bool, as_json: bool) -> None:
+    """Build (and save) the faiss index over the model's embeddings."""
+    from recsys.index import ItemIndex
+    from recsys.recommend import Recommender
+
+    settings = settings.replace(index_factory=factory, index_memory_gb=memory_gb)
+    ws = _open(settings)
+    if show:
+        index = ItemIndex.load(settings.index_dir, settings.model)
+        if index is None:
+            raise RecsysError(f"no usable {settings.model} index in {settings.index_dir}: run `recsys index`")
+        from recsys import store
+
+        with ws.session() as session:
+            db_ids, _ = store.load_embeddings(session, settings.model)
+        info = {**index.describe(), "status": index.status(db_ids, settings.model).state}
+    else:
+        index = Recommender(ws).build_index(settings.index_factory)
+        info = index.describe()
+    if as_json:
+        _emit_json(info)
+    else:
+        for key in (
+            "model",
+            "factory",
+            "count",
+            "dim",
+            "built_at_iso",
+            "build_seconds",
+            "search_params",
+            "status",
+        ):
+            if key in info:
+                click.echo(f"{key:14s} {info[key]}")
+
+
+@cli.command("recommend")
+@click.option("--user", required=True, help="User key.")
+@click.option("-k", "k", type=int, default=10, show_default=True, help="How many items.")
+@click.option("--strategy", default="average", show_default=True, help="average or popular.")
+@click.option("--diversify", is_flag=True, help="Re-rank with maximal marginal relevance.")
+@click.option("--lambda", "mmr_lambda", type=float, help="MMR relevance weight, 0..1 [0.7].")
+@click.option("--label", "labels", multiple=True, help="Only items with this label (repeatable).")
+@click.option("--exclude-label", "exclude_labels", multiple=True, help="Never items with this label.")
+@click.option("--half-life", "half_life", type=float, help="Recency half-life of events, in days.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def recommend_cmd(
+    settings: Settings,
+    user,
+    k,
+    strategy,
+    diversify,
+    mmr_lambda,
+    labels,
+    exclude_labels,
+    half_life,
+    as_json: bool,
+) -> None:
+    """Top-k unseen items for a user, each with "because you viewed X"."""
+    from recsys.recommend import Recommender
+
+    rec = Recommender(_open(settings))
+    result = rec.recommend(
+        user,
+        k,
+        strategy=strategy,
+        diversify=diversify,
+        mmr_lambda=mmr_lambda,
+        labels=labels,
+        exclude_labels=exclude_labels,
+        half_life_days=half_life,
+    )
+    if as_json:
+        _emit_json(result.as_dict())
+        return
+    for note in result.notes:
+        click.echo(f"({note})")
+    rows = [
+        {
+            "rank": n,
+            "score": f"{r.score:.4f}",
+            "key": r.key,
+            "label": r.label or "",
+            "because you viewed": r.because or "",
+        }
+        for n, r in enumerate(result.items, 1)
+    ]
+    click.echo(_table(rows, ["rank", "score", "key", "label", "because you viewed"]))
+
+
+@cli.command("cluster")
+@click.option("-k", "k", type=int, help="Number of clusters to compute and store.")
+@click.option("--show", is_flag=True, help="List each stored cluster's size and label mix.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def cluster_cmd(settings: Settings, k, show: bool, as_json: bool) -> None:
+    """k-means over item embeddings; cluster ids are stored on the items."""
+    from recsys.clusters import cluster_items, cluster_summary
+
+    if not k and not show:
+        raise RecsysError("give -k N to cluster, or --show to list the stored clusters")
+    ws = _open(settings)
+    if k:
+        sizes = cluster_items(ws, settings.model, k)
+        if not show and not as_json:
+            click.echo(f"stored {len(sizes)} clusters over {sum(sizes.values())} items")
+    summary = cluster_summary(ws)
+    if not summary and show:
+        raise RecsysError("no clusters stored yet: run `recsys cluster -k N`")
+    if as_json:
+        _emit_json(summary)
+    elif show:
+        rows = [
+            {
+                "cluster": c["cluster"],
+                "size": c["size"],
+                "purity": f"{c['purity']:.2f}",
+                "labels": ", ".join(f"{lab} {n}" for lab, n in c["labels"].items()),
+            }
+            for c in summary
+        ]
+        click.echo(_table(rows, ["cluster", "size", "purity", "labels"]))
+
+
 @cli.command()
 @click.option("--catalog", type=click.Path(exists=True), help="Catalogue to use instead of data/.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -1,8 +1,30 @@
-"""Nearest-neighbour search over item vectors (inner product = cosine on unit vectors)."""
+"""Nearest-neighbour search over item vectors with faiss (inner product = cosine on unit vectors).
+
+Public surface: ``exact_search`` (one-off exact queries), ``ItemIndex`` (a persisted faiss index
+keyed by item id), ``choose_factory`` (the ``--index auto`` rule) and ``IndexStatus``.
+
+An ``ItemIndex`` is saved as ``<model>.faiss`` plus ``<model>.json`` (model, factory, item count,
+id map digest, build time, search parameters), each written to a temporary file and renamed, so a
+crash never leaves a half-written index. Before use it is compared with the database: an index
+that lacks some items gets them added (``add_with_ids``); one that holds items no longer embedded,
+or was built for another model, is rebuilt, never silently used.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
 import numpy as np
+
+from recsys.errors import RecsysError
+
+EXACT_BELOW = 50_000
 
 
 def exact_search(matrix: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -16,3 +38,236 @@ def exact_search(matrix: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     index = faiss.IndexFlatIP(matrix.shape[1])
     index.add(np.ascontiguousarray(matrix, dtype=np.float32))
     return index.search(queries, min(k, len(matrix)))
+
+
+def choose_factory(n: int, dim: int, memory_budget_gb: float = 4.0) -> str:
+    """Pick an index type from the catalogue size and a memory budget, as autofaiss does.
+
+    Exact search below ``EXACT_BELOW`` items (it is fast enough and perfect); above, an inverted
+    file with full vectors when they fit the budget (high recall, a few ms), else product-quantised
+    codes small enough to fit.
+    """
+    if n < EXACT_BELOW:
+        return "Flat"
+    nlist = _nlist(n)
+    if n * dim * 4 * 1.1 <= memory_budget_gb * 2**30:
+        return f"IVF{nlist},Flat"
+    budget_bytes_per_vector = memory_budget_gb * 2**30 / n / 1.2
+    m = max(8, min(dim // 4, int(budget_bytes_per_vector)))
+    while dim % m:  # PQ needs sub-vectors of equal length
+        m -= 1
+    return f"IVF{nlist},PQ{m}"
+
+
+def _nlist(n: int) -> int:
+    """About 2 sqrt(n) lists, a power of two (training cost grows with lists x sample)."""
+    return int(2 ** round(math.log2(max(16.0, 2 * math.sqrt(n)))))
+
+
+def default_search_params(factory: str, n: int) -> dict[str, float]:
+    params: dict[str, float] = {}
+    if "IVF" in factory:
+        params["nprobe"] = min(_factory_nlist(factory), max(16, _factory_nlist(factory) // 32))
+    if "HNSW" in factory:
+        params["efSearch"] = 128
+    if "RFlat" in factory or "Refine" in factory:
+        params["k_factor"] = 8
+    return params
+
+
+def _factory_nlist(factory: str) -> int:
+    for part in factory.split(","):
+        if part.startswith("IVF"):
+            digits = "".join(ch for ch in part[3:] if ch.isdigit())
+            return int(digits) if digits else 1
+    return 1
+
+
+def ids_digest(ids: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(ids, dtype=np.int64).tobytes()).hexdigest()
+
+
+@dataclass
+class IndexMeta:
+    """What an index file was built from; compared with the database before every use."""
+
+    model: str
+    factory: str
+    dim: int
+    count: int
+    ids_digest: str
+    built_at: float
+    search_params: dict[str, float] = field(default_factory=dict)
+    build_seconds: float = 0.0
+    center: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """How an index on disk relates to the database: fresh, missing, or stale (with why)."""
+
+    state: str  # "fresh" | "missing" | "stale-add" | "stale-rebuild"
+    reason: str = ""
+    missing_ids: np.ndarray | None = None
+
+
+class ItemIndex:
+    """A faiss index whose labels are item ids.
+
+    Args:
+        index: A faiss ``IndexIDMap2`` around the index the factory string describes.
+        meta: What it was built from (``IndexMeta``).
+        ids: The id map: every item id in the index, sorted.
+    """
+
+    def __init__(self, index, meta: IndexMeta, ids: np.ndarray) -> None:
+        self.index = index
+        self.meta = meta
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.apply_search_params(meta.search_params)
+
+    # -- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        ids: np.ndarray,
+        matrix: np.ndarray,
+        *,
+        model: str,
+        factory: str = "auto",
+        memory_budget_gb: float = 4.0,
+        train_sample: int | None = None,
+        seed: int = 0,
+        center: np.ndarray | None = None,
+    ) -> ItemIndex:
+        """Train (when the type needs it) and fill an index over ``matrix`` rows labelled ``ids``."""
+        import faiss
+
+        if len(ids) == 0:
+            raise RecsysError(f"no {model} embeddings to index: run `recsys embed` first")
+        n, dim = matrix.shape
+        if factory == "auto":
+            factory = choose_factory(n, dim, memory_budget_gb)
+        start = time.perf_counter()
+        try:
+            base = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as exc:
+            raise RecsysError(f"index type {factory!r}: {str(exc).splitlines()[-1][:200]}") from None
+        nlist = _factory_nlist(factory)
+        if nlist > n:
+            raise RecsysError(f"index type {factory!r} needs at least {nlist} items, the catalogue has {n}")
+        index = faiss.IndexIDMap2(base)
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        if not index.is_trained:
+            sample_size = train_sample or min(n, max(64 * nlist, 20_000))
+            rows = np.random.default_rng(seed).choice(n, size=min(n, sample_size), replace=False)
+            index.train(matrix[np.sort(rows)])
+        ids = np.asarray(ids, dtype=np.int64)
+        for begin in range(0, n, 100_000):
+            index.add_with_ids(matrix[begin : begin + 100_000], ids[begin : begin + 100_000])
+        meta = IndexMeta(
+            model=model,
+            factory=factory,
+            dim=dim,
+            count=n,
+            ids_digest=ids_digest(np.sort(ids)),
+            built_at=time.time(),
+            search_params=default_search_params(factory, n),
+            build_seconds=round(time.perf_counter() - start, 3),
+            center=None if center is None else [float(v) for v in center],
+        )
+        return cls(index, meta, np.sort(ids))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add new items without a rebuild (the trained structure is kept)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(ids) == 0:
+            return
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids)
+        self.ids = np.sort(np.concatenate([self.ids, ids]))
+        self.meta.count = len(self.ids)
+        self.meta.ids_digest = ids_digest(self.ids)
+
+    def apply_search_params(self, params: dict[str, float]) -> None:
+        """nprobe (IVF), efSearch (HNSW), k_factor (refinement), wherever they sit in the wrappers."""
+        import faiss
+
+        self.meta.search_params = {**self.meta.search_params, **params}
+        inner = faiss.downcast_index(self.index.index)
+        if "k_factor" in params and hasattr(inner, "k_factor"):
+            inner.k_factor = float(params["k_factor"])
+            inner = faiss.downcast_index(inner.base_index)
+        if "nprobe" in params:
+            ivf = faiss.try_extract_index_ivf(inner)
+            if ivf is not None:
+                ivf.nprobe = int(params["nprobe"])
+        if "efSearch" in params and hasattr(inner, "hnsw"):
+            inner.hnsw.efSearch = int(params["efSearch"])
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, item ids) of the ``k`` nearest items per query; id -1 pads short lists."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = max(1, min(int(k), len(self.ids)))
+        return self.index.search(queries, k)
+
+    # -- persistence ------------------------------------------------------------------------
+
+    @staticmethod
+    def paths(folder: Path, model: str) -> tuple[Path, Path]:
+        return Path(folder) / f"{model}.faiss", Path(folder) / f"{model}.json"
+
+    def save(self, folder: Path) -> None:
+        """Write index then metadata, each atomically; the metadata names the id map."""
+        import faiss
+
+        index_path, meta_path = self.paths(folder, self.meta.model)
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_index = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+        faiss.write_index(self.index, str(tmp_index))
+        os.replace(tmp_index, index_path)
+        tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
+        tmp_meta.write_text(json.dumps(asdict(self.meta), indent=2))
+        os.replace(tmp_meta, meta_path)
+
+    @classmethod
+    def load(cls, folder: Path, model: str) -> ItemIndex | None:
+        """The saved index of ``model``, or None if there is none or it does not hold together."""
+        import faiss
+
+        index_path, meta_path = cls.paths(folder, model)
+        if not (index_path.is_file() and meta_path.is_file()):
+            return None
+        try:
+            meta = IndexMeta(**json.loads(meta_path.read_text()))
+            index = faiss.read_index(str(index_path))
+        except (ValueError, TypeError, RuntimeError, json.JSONDecodeError):
+            return None
+        if not isinstance(index, faiss.IndexIDMap2) or index.ntotal != meta.count:
+            return None
+        ids = np.sort(faiss.vector_to_array(index.id_map).astype(np.int64))
+        if ids_digest(ids) != meta.ids_digest or meta.model != model:
+            return None
+        return cls(index, meta, ids)
+
+    def status(self, db_ids: np.ndarray, model: str) -> IndexStatus:
+        """Compare with the embedded items in the database (sorted ids)."""
+        if self.meta.model != model:
+            return IndexStatus("stale-rebuild", f"built for model {self.meta.model}, not {model}")
+        if len(self.ids) == len(db_ids) and ids_digest(db_ids) == self.meta.ids_digest:
+            return IndexStatus("fresh")
+        gone = np.setdiff1d(self.ids, db_ids, assume_unique=True)
+        if len(gone):
+            return IndexStatus("stale-rebuild", f"{len(gone)} indexed item(s) no longer have embeddings")
+        new = np.setdiff1d(db_ids, self.ids, assume_unique=True)
+        return IndexStatus("stale-add", f"{len(new)} new item(s) not in the index", new)
+
+    def describe(self) -> dict:
+        meta = asdict(self.meta)
+        meta.pop("center", None)
+        return {
+            **meta,
+            "built_at_iso": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.meta.built_at)),
+        }

@@ -1,15 +1,28 @@
-"""The one API the CLI, the web page and the evaluation share: ``Recommender``."""
+"""The one API the CLI, the web page and the evaluation share: ``Recommender``.
+
+rec = Recommender(workspace)
+rec.record("ana", "tulip/123")                 # same path as `recsys record` and the web
+rec.recommend("ana", k=10)                     # profile -> faiss -> unseen items, explained
+rec.similar("tulip/123", k=10)                 # item-to-item
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from recsys import store
 from recsys.errors import NotFound, RecsysError
-from recsys.index import exact_search
+from recsys.index import ItemIndex, exact_search
+from recsys.interactions import Event, RecordReport, record
+from recsys.profiles import history_weights, profile_vector
+
+STRATEGIES = ("average", "popular")
 
 
 @dataclass(frozen=True)
@@ -27,70 +40,404 @@ class Recommendation:
         return asdict(self)
 
 
+@dataclass
+class RecommendationList:
+    """What ``Recommender.recommend`` returns: the items and how they were chosen."""
+
+    user: str
+    strategy: str
+    items: list[Recommendation]
+    cold_start: bool = False
+    history_size: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "user": self.user,
+            "strategy": self.strategy,
+            "cold_start": self.cold_start,
+            "history_size": self.history_size,
+            "notes": self.notes,
+            "items": [r.as_dict() for r in self.items],
+        }
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    item_id: int
+    key: str
+    event: str
+    ts: datetime
+    label: str | None = None
+    title: str | None = None
+
+
+def center_and_normalise(vectors: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """Subtract the catalogue mean, then rescale to unit length.
+
+    Pooled CNN features are all non-negative and share one large common direction; without it,
+    the mean of a few views points at what they have in common instead of at "generic photo".
+    Measured on flowers5: 5 random tulip views -> >= 9 tulips in the top 10 for 96% of draws,
+    against 85% on the raw vectors.
+    """
+    out = np.asarray(vectors, dtype=np.float32) - center
+    norms = np.linalg.norm(out, axis=-1, keepdims=True)
+    return np.where(norms > 1e-6, out / np.maximum(norms, 1e-6), vectors).astype(np.float32)
+
+
+class VectorSpace:
+    """The retrieval vectors of one model, their item ids (sorted), labels, and a faiss index.
+
+    Args:
+        ids: Item ids, ascending.
+        matrix: One unit vector per id, already centred (see ``center_and_normalise``).
+        labels: The label of each id (None where unlabelled).
+        center: The mean that was subtracted; queries from outside go through ``transform``.
+    """
+
+    def __init__(
+        self, ids: np.ndarray, matrix: np.ndarray, labels: Sequence[str | None], center: np.ndarray
+    ) -> None:
+        self.ids = np.asarray(ids, dtype=np.int64)
+        self.matrix = matrix
+        self.labels = np.asarray(labels, dtype=object)
+        self.center = np.asarray(center, dtype=np.float32)
+        self.index: ItemIndex | None = None
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """A raw model vector (e.g. of an uploaded image) in this space."""
+        return center_and_normalise(np.asarray(raw, dtype=np.float32), self.center)
+
+    def rows(self, item_ids: Sequence[int]) -> np.ndarray:
+        """Row numbers of the given ids; ids without a vector are dropped."""
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        if len(self.ids) == 0 or len(item_ids) == 0:
+            return np.zeros(0, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
+        return pos[self.ids[pos] == item_ids]
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is not None:
+            return self.index.search(query, k)
+        scores, rows = exact_search(self.matrix, query, k)
+        return scores, np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
+
+
+def label_filter(labels: Sequence[str] | None, exclude_labels: Sequence[str] | None) -> Callable | None:
+    """A predicate on an item's label, or None when there is nothing to filter."""
+    keep = set(labels or [])
+    drop = set(exclude_labels or [])
+    if not keep and not drop:
+        return None
+    return lambda label: (not keep or label in keep) and label not in drop
+
+
+def retrieve(
+    space: VectorSpace,
+    query: np.ndarray,
+    k: int,
+    exclude: set[int],
+    allowed: Callable[[str | None], bool] | None = None,
+) -> list[tuple[int, float]]:
+    """The ``k`` best (item id, score) for ``query``, skipping ``exclude`` and disallowed labels.
+
+    Over-fetches by the size of the exclusion set and widens the search until ``k`` survive or the
+    catalogue is exhausted, so excluded items never push the list below ``k``.
+    """
+    n = len(space.ids)
+    fetch = min(n, k + len(exclude) + 10)
+    while True:
+        scores, ids = space.search(query, fetch)
+        hits = []
+        for score, item_id in zip(scores[0], ids[0], strict=True):
+            item_id = int(item_id)
+            if item_id < 0 or item_id in exclude:
+                continue
+            if allowed is not None:
+                row = np.searchsorted(space.ids, item_id)
+                if not allowed(space.labels[row]):
+                    continue
+            hits.append((item_id, float(score)))
+            if len(hits) == k:
+                return hits
+        if fetch >= n:
+            return hits
+        fetch = min(n, fetch * 4)
+
+
+def mmr(
+    space: VectorSpace, query: np.ndarray, candidates: list[tuple[int, float]], k: int, lam: float
+) -> list[tuple[int, float]]:
+    """Maximal marginal relevance: trade relevance to the profile against similarity to picks."""
+    if not candidates:
+        return []
+    rows = space.rows([c[0] for c in candidates])
+    vecs = space.matrix[rows]
+    relevance = np.array([c[1] for c in candidates], dtype=np.float32)
+    chosen: list[int] = []
+    max_sim = np.full(len(candidates), -np.inf, dtype=np.float32)
+    for _ in range(min(k, len(candidates))):
+        redundancy = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        gain = lam * relevance - (1 - lam) * redundancy
+        gain[chosen] = -np.inf
+        best = int(np.argmax(gain))
+        chosen.append(best)
+        max_sim = np.maximum(max_sim, vecs @ vecs[best])
+    return [candidates[i] for i in chosen]
+
+
 class Recommender:
     """Similar items and recommendations over one workspace and one embedding model.
 
     Args:
         workspace: The open ``Workspace``.
         model: Embedding model whose vectors are used; defaults to the workspace setting.
+        use_index: Search through the persisted faiss index (kept in step with the database);
+            False searches exactly in memory without touching index files.
+        log: Where notices (index rebuilt, cold start) are written; None keeps them quiet.
     """
 
-    def __init__(self, workspace, model: str | None = None) -> None:
+    def __init__(
+        self, workspace, model: str | None = None, *, use_index: bool = True, log=sys.stderr
+    ) -> None:
         self.workspace = workspace
         self.model = model or workspace.settings.model
-        self._ids: np.ndarray | None = None
-        self._matrix: np.ndarray | None = None
+        self.use_index = use_index
+        self.log = log
+        self._space: VectorSpace | None = None
 
-    # -- vectors ----------------------------------------------------------------------------
+    # -- vectors and index ------------------------------------------------------------------
+
+    def space(self) -> VectorSpace:
+        """The model's vectors (loaded once) with an up-to-date index attached."""
+        if self._space is None:
+            with self.workspace.session() as session:
+                ids, raw = store.load_embeddings(session, self.model)
+                labels = dict(session.execute(select(store.Item.id, store.Item.label)).all())
+            saved = ItemIndex.load(self.workspace.settings.index_dir, self.model) if self.use_index else None
+            if saved is not None and saved.meta.center is not None and len(saved.meta.center) == raw.shape[1]:
+                center = np.asarray(saved.meta.center, dtype=np.float32)
+            else:
+                center = raw.mean(axis=0) if len(raw) else np.zeros(raw.shape[1:], np.float32)
+            matrix = center_and_normalise(raw, center) if len(raw) else raw
+            self._space = VectorSpace(ids, matrix, [labels.get(int(i)) for i in ids], center)
+            if self.use_index and len(ids):
+                self._space.index = self._fresh_index(self._space, saved)
+        return self._space
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        """(item ids, unit vectors) of every embedded item, loaded once."""
-        if self._ids is None:
-            with self.workspace.session() as session:
-                self._ids, self._matrix = store.load_embeddings(session, self.model)
-        return self._ids, self._matrix
+        space = self.space()
+        return space.ids, space.matrix
 
-    def _require_vectors(self) -> tuple[np.ndarray, np.ndarray]:
-        ids, matrix = self.vectors()
-        if len(ids) == 0:
+    def _require_space(self) -> VectorSpace:
+        space = self.space()
+        if len(space.ids) == 0:
             raise RecsysError(
                 f"no embeddings for model {self.model} yet: run `recsys embed --model {self.model}`"
             )
-        return ids, matrix
+        return space
+
+    def _notice(self, message: str) -> None:
+        if self.log is not None:
+            print(f"note: {message}", file=self.log)
+
+    def _fresh_index(self, space: VectorSpace, index: ItemIndex | None) -> ItemIndex:
+        folder = self.workspace.settings.index_dir
+        if index is not None and index.meta.center is None:
+            index = None
+        if index is None:
+            self._notice(f"no usable {self.model} index on disk: building one")
+            return self.build_index(space=space)
+        status = index.status(space.ids, self.model)
+        if status.state == "fresh":
+            return index
+        if status.state == "stale-add":
+            rows = space.rows(status.missing_ids)
+            index.add(space.ids[rows], space.matrix[rows])
+            index.save(folder)
+            self._notice(f"index was stale ({status.reason}): added them")
+            return index
+        self._notice(f"index was stale ({status.reason}): rebuilding")
+        return self.build_index(index.meta.factory, space=space)
+
+    def build_index(self, factory: str | None = None, *, space: VectorSpace | None = None) -> ItemIndex:
+        """Build and persist the model's index (``factory``: a faiss string or "auto")."""
+        settings = self.workspace.settings
+        if space is None:  # an explicit rebuild: recompute the centre from today's catalogue
+            self._space, use_index, self.use_index = None, self.use_index, False
+            space = self._require_space()
+            self.use_index = use_index
+        index = ItemIndex.build(
+            space.ids,
+            space.matrix,
+            model=self.model,
+            factory=factory or settings.index_factory,
+            memory_budget_gb=settings.index_memory_gb,
+            center=space.center,
+        )
+        index.save(settings.index_dir)
+        space.index = index
+        return index
+
+    # -- events and history -----------------------------------------------------------------
+
+    def record(
+        self,
+        user: str,
+        item: str,
+        event: str = "view",
+        at: str | datetime | None = None,
+        weight: float | None = None,
+        event_key: str | None = None,
+    ) -> RecordReport:
+        """Store one event (the user is created on first sight); unknown items raise NotFound."""
+        return record(self.workspace, [Event(user, item, event, at, weight, event_key)])
+
+    def user_exists(self, user: str) -> bool:
+        with self.workspace.session() as session:
+            return session.scalar(select(store.User.id).where(store.User.key == user)) is not None
+
+    def history(self, user: str, limit: int | None = None) -> list[HistoryEntry]:
+        """The user's events, newest first."""
+        with self.workspace.session() as session:
+            events = store.user_history(session, user) or []
+            events = events[::-1][:limit] if limit else events[::-1]
+            info = self._item_info(session, {e[0] for e in events})
+        return [
+            HistoryEntry(i, info[i][0], ev, ts, info[i][1], info[i][2])
+            for i, ev, _, ts in events
+            if i in info
+        ]
+
+    def profile(self, user: str, half_life_days: float | None = None) -> np.ndarray | None:
+        """The user's unit profile vector, or None (unknown user, no history, nothing embedded)."""
+        with self.workspace.session() as session:
+            events = store.user_history(session, user)
+        return self._profile_from_events(events or [], half_life_days)[0]
+
+    def _profile_from_events(self, events, half_life_days) -> tuple[np.ndarray | None, dict[int, float]]:
+        weights = history_weights(
+            events, half_life_days if half_life_days is not None else self.workspace.settings.half_life_days
+        )
+        if not weights:
+            return None, weights
+        space = self._require_space()
+        item_ids = np.fromiter(weights, dtype=np.int64)
+        rows = space.rows(item_ids)
+        w = np.array([weights[int(space.ids[r])] for r in rows], dtype=np.float32)
+        return profile_vector(rows, w, space.matrix), weights
+
+    # -- recommendations --------------------------------------------------------------------
+
+    def recommend(
+        self,
+        user: str,
+        k: int = 10,
+        *,
+        strategy: str = "average",
+        diversify: bool = False,
+        mmr_lambda: float | None = None,
+        labels: Sequence[str] | None = None,
+        exclude_labels: Sequence[str] | None = None,
+        half_life_days: float | None = None,
+        require_user: bool = False,
+    ) -> RecommendationList:
+        """Top-``k`` unseen items for ``user``, each explained by the history item nearest to it.
+
+        A user with no usable history gets the most popular items (then the newest): the
+        ``cold_start`` flag and a note say so.
+        """
+        if k < 1:
+            raise RecsysError(f"k must be at least 1, got {k}")
+        if strategy not in STRATEGIES:
+            raise RecsysError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+        lam = self.workspace.settings.mmr_lambda if mmr_lambda is None else mmr_lambda
+        if not 0.0 <= lam <= 1.0:
+            raise RecsysError(f"MMR lambda must be between 0 and 1, got {lam}")
+        with self.workspace.session() as session:
+            events = store.user_history(session, user)
+        if events is None and require_user:
+            raise NotFound(f"unknown user {user!r}")
+        events = events or []
+        seen = {e[0] for e in events}
+        allowed = label_filter(labels, exclude_labels)
+        result = RecommendationList(user=user, strategy=strategy, items=[], history_size=len(events))
+        query = None
+        if strategy == "average":
+            query, _ = self._profile_from_events(events, half_life_days)
+        if query is None:
+            result.cold_start = strategy != "popular"
+            if result.cold_start:
+                result.notes.append("no usable history yet: showing the most popular items, then the newest")
+            result.items = self.popular(k, exclude=seen, allowed=allowed)
+            return result
+        space = self._require_space()
+        hits = retrieve(space, query, max(k * 5, 50) if diversify else k, seen, allowed)
+        if diversify:
+            hits = mmr(space, query, hits, k, lam)
+        result.items = self._describe(hits, because=self._explain(space, [h[0] for h in hits], seen))
+        return result
+
+    def popular(self, k: int = 10, *, exclude: set[int] | None = None, allowed=None) -> list[Recommendation]:
+        """Items by total event weight, then newest first: the cold-start list."""
+        from recsys.interactions import EVENT_WEIGHTS
+
+        exclude = exclude or set()
+        weight = func.coalesce(store.Interaction.weight, _event_weight_case(EVENT_WEIGHTS))
+        with self.workspace.session() as session:
+            popularity = dict(
+                session.execute(
+                    select(store.Interaction.item_id, func.sum(weight)).group_by(store.Interaction.item_id)
+                ).all()
+            )
+            items = session.execute(select(store.Item.id, store.Item.label, store.Item.created_at)).all()
+        ranked = sorted(
+            (row for row in items if row[0] not in exclude and (allowed is None or allowed(row[1]))),
+            key=lambda r: (popularity.get(r[0], 0.0), r[2] or datetime.min, r[0]),
+            reverse=True,
+        )[:k]
+        return self._describe([(r[0], float(popularity.get(r[0], 0.0))) for r in ranked])
+
+    def _explain(self, space: VectorSpace, result_ids: list[int], seen: set[int]) -> dict[int, int]:
+        """For each result, the history item whose vector is nearest to it."""
+        history_ids = np.array(sorted(seen), dtype=np.int64)
+        hist_rows = space.rows(history_ids)
+        res_rows = space.rows(result_ids)
+        if len(hist_rows) == 0 or len(res_rows) == 0:
+            return {}
+        sims = space.matrix[res_rows] @ space.matrix[hist_rows].T
+        nearest = space.ids[hist_rows][np.argmax(sims, axis=1)]
+        return {int(space.ids[r]): int(h) for r, h in zip(res_rows, nearest, strict=True)}
+
+    # -- similar items ----------------------------------------------------------------------
 
     def item_vector(self, key: str) -> tuple[int, np.ndarray]:
-        ids, matrix = self._require_vectors()
+        space = self._require_space()
         with self.workspace.session() as session:
             item_id = session.scalar(select(store.Item.id).where(store.Item.key == key))
         if item_id is None:
             raise NotFound(f"unknown item key {key!r}")
-        row = np.searchsorted(ids, item_id)
-        if row >= len(ids) or ids[row] != item_id:
+        rows = space.rows([item_id])
+        if len(rows) == 0:
             raise RecsysError(f"item {key!r} has no {self.model} embedding yet: run `recsys embed`")
-        return item_id, matrix[row]
-
-    # -- queries ----------------------------------------------------------------------------
+        return item_id, space.matrix[rows[0]]
 
     def similar(self, item: str | np.ndarray, k: int = 10) -> list[Recommendation]:
         """The ``k`` items nearest to an item key (itself excluded) or to a query vector."""
         if k < 1:
             raise RecsysError(f"k must be at least 1, got {k}")
-        ids, matrix = self._require_vectors()
+        space = self._require_space()
         exclude: set[int] = set()
         if isinstance(item, str):
             item_id, query = self.item_vector(item)
             exclude.add(item_id)
         else:
             query = np.asarray(item, dtype=np.float32)
-            if query.shape != (matrix.shape[1],):
-                raise RecsysError(f"query vector has shape {query.shape}, expected ({matrix.shape[1]},)")
-        scores, rows = exact_search(matrix, query, k + len(exclude))
-        hits = [
-            (int(ids[r]), float(s))
-            for s, r in zip(scores[0], rows[0], strict=True)
-            if r >= 0 and int(ids[r]) not in exclude
-        ][:k]
-        return self._describe(hits)
+            if query.shape != (space.matrix.shape[1],):
+                raise RecsysError(
+                    f"query vector has shape {query.shape}, expected ({space.matrix.shape[1]},)"
+                )
+        return self._describe(retrieve(space, query, k, exclude))
 
     def similar_to_image(self, data: bytes, k: int = 10) -> list[Recommendation]:
         """Visual search: items nearest to an uploaded or local image (validated like ingest)."""
@@ -104,32 +451,54 @@ class Recommender:
         vector = self.workspace.embedder(self.model).embed_bytes(jpeg)
         return self.similar(vector, k)
 
+    def labelled_vectors(self) -> tuple[np.ndarray, list[str]]:
+        """Stored (raw) vectors and labels of the labelled embedded items (for knn-accuracy)."""
+        with self.workspace.session() as session:
+            ids, raw = store.load_embeddings(session, self.model)
+            labels = dict(session.execute(select(store.Item.id, store.Item.label)).all())
+        if len(ids) == 0:
+            self._require_space()
+        keep = np.array([labels.get(int(i)) is not None for i in ids], dtype=bool)
+        return raw[keep], [labels[int(i)] for i in ids[keep]]
+
     # -- helpers ----------------------------------------------------------------------------
 
-    def _describe(self, hits: list[tuple[int, float]]) -> list[Recommendation]:
-        if not hits:
-            return []
-        with self.workspace.session() as session:
+    @staticmethod
+    def _item_info(session, item_ids: set[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        info: dict[int, tuple] = {}
+        ids = list(item_ids)
+        for start in range(0, len(ids), 500):
             rows = session.execute(
                 select(store.Item.id, store.Item.key, store.Item.label, store.Item.title).where(
-                    store.Item.id.in_([i for i, _ in hits])
+                    store.Item.id.in_(ids[start : start + 500])
                 )
-            ).all()
-        info = {r[0]: r for r in rows}
+            )
+            info.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        return info
+
+    def _describe(
+        self, hits: list[tuple[int, float]], because: dict[int, int] | None = None
+    ) -> list[Recommendation]:
+        if not hits:
+            return []
+        because = because or {}
+        with self.workspace.session() as session:
+            info = self._item_info(session, {i for i, _ in hits} | set(because.values()))
         return [
-            Recommendation(item_id=i, key=info[i][1], score=s, label=info[i][2], title=info[i][3])
+            Recommendation(
+                item_id=i,
+                key=info[i][0],
+                score=s,
+                label=info[i][1],
+                title=info[i][2],
+                because=info[because[i]][0] if i in because and because[i] in info else None,
+            )
             for i, s in hits
             if i in info
         ]
 
-    def labelled_vectors(self) -> tuple[np.ndarray, list[str]]:
-        """Vectors and labels of the embedded items that have a label (for knn-accuracy)."""
-        ids, matrix = self._require_vectors()
-        with self.workspace.session() as session:
-            labels = dict(
-                session.execute(
-                    select(store.Item.id, store.Item.label).where(store.Item.label.is_not(None))
-                ).all()
-            )
-        keep = np.array([int(i) in labels for i in ids], dtype=bool)
-        return matrix[keep], [labels[int(i)] for i in ids[keep]]
+
+def _event_weight_case(weights: dict[str, float]):
+    from sqlalchemy import case
+
+    return case(*((store.Interaction.event == name, w) for name, w in weights.items()), else_=1.0)

@@ -28,6 +28,10 @@ class Settings:
         timeout: Seconds before one HTTP download attempt is abandoned.
         retries: Extra attempts for a download that failed for a transient reason.
         max_pixels: Images with more pixels than this are refused as decompression bombs.
+        index_factory: faiss index_factory string for `recsys index`, or "auto".
+        index_memory_gb: Memory budget that "auto" keeps the index within.
+        half_life_days: Recency half-life of events in profiles; None weighs all alike.
+        mmr_lambda: Relevance share in maximal-marginal-relevance diversification (0..1).
     """
 
     home: Path = Path("recsys-home")
@@ -39,6 +43,10 @@ class Settings:
     timeout: float = 20.0
     retries: int = 3
     max_pixels: int = 64_000_000
+    index_factory: str = "auto"
+    index_memory_gb: float = 4.0
+    half_life_days: float | None = None
+    mmr_lambda: float = 0.7
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home))
@@ -88,12 +96,12 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[name] = Path(value)
             elif kind == "int":
                 out[name] = int(value)
-            elif kind == "float":
+            elif kind.startswith("float"):
                 out[name] = float(value)
             else:
                 out[name] = value
         except (TypeError, ValueError):
             raise RecsysError(f"setting {name}: {value!r} is not a valid {kind}") from None
-        if kind in ("int", "float") and out[name] <= 0 and name != "retries":
+        if kind.startswith(("int", "float")) and out[name] <= 0 and name not in ("retries", "mmr_lambda"):
             raise RecsysError(f"setting {name}: must be positive, got {value!r}")
     return out

@@ -254,3 +254,37 @@ def load_embeddings(session: Session, model: str) -> tuple[np.ndarray, np.ndarra
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
     return ids, matrix
+
+
+def retry_on_busy(fn, attempts: int = 8, first_delay: float = 0.05):
+    """Run a write transaction, retrying while another writer holds SQLite's lock too long."""
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except OperationalError as exc:
+            message = str(exc.orig).lower()
+            if attempt == attempts - 1 or not ("locked" in message or "busy" in message):
+                raise
+            time.sleep(first_delay * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def user_history(session: Session, user_key: str) -> list[tuple[int, str, float | None, datetime]] | None:
+    """(item id, event, weight, ts) of a user's events, oldest first; None for an unknown user."""
+    user_id = session.scalar(select(User.id).where(User.key == user_key))
+    if user_id is None:
+        return None
+    rows = session.execute(
+        select(Interaction.item_id, Interaction.event, Interaction.weight, Interaction.ts)
+        .where(Interaction.user_id == user_id)
+        .order_by(Interaction.ts, Interaction.id)
+    ).all()
+    return [(r[0], r[1], r[2], as_utc(r[3])) for r in rows]
+
+
+def as_utc(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything recsys stores is UTC."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
