@@ -162,7 +162,13 @@ class ItemIndex:
         if not index.is_trained:
             sample_size = train_sample or min(n, max(64 * nlist, 20_000))
             rows = np.random.default_rng(seed).choice(n, size=min(n, sample_size), replace=False)
-            index.train(matrix[np.sort(rows)])
+            try:
+                index.train(matrix[np.sort(rows)])
+            except RuntimeError as exc:
+                detail = str(exc).splitlines()[-1].split("failed: ")[-1][:200]
+                raise RecsysError(
+                    f"index type {factory!r} cannot be trained on {n} items: {detail}"
+                ) from None
         ids = np.asarray(ids, dtype=np.int64)
         for begin in range(0, n, 100_000):
             index.add_with_ids(matrix[begin : begin + 100_000], ids[begin : begin + 100_000])

@@ -201,9 +201,8 @@ def import_csv(
                     f"{path}: missing column(s) {', '.join(missing)}; "
                     "expected user,item,event,timestamp[,weight]"
                 )
-            events, rows = [], []
+            events, rows, problems = [], [], []
             for offset, row in enumerate(chunk.to_dict("records")):
-                where = f"{path.name}:{first_row + offset}"
                 try:
                     events.append(
                         validate(
@@ -217,15 +216,16 @@ def import_csv(
                             )
                         )
                     )
-                    rows.append(where)
+                    rows.append(first_row + offset)
                 except RecsysError as exc:
-                    _reject(report, on_problem, where, str(exc))
+                    problems.append((first_row + offset, str(exc)))
             first_row += len(chunk)
             part = record(workspace, events, strict=False)
             report.stored += part.stored
             report.duplicates += part.duplicates
-            for index, reason in part.rejected:
-                _reject(report, on_problem, rows[int(index)], reason)
+            problems += [(rows[int(index)], reason) for index, reason in part.rejected]
+            for row_number, reason in sorted(problems):
+                _reject(report, on_problem, f"{path.name}:{row_number}", reason)
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise RecsysError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
     except pd.errors.EmptyDataError:
