@@ -72,14 +72,14 @@ def main() -> None:
         converted = dict(zip([w.name for w in model.weights], model.get_weights(), strict=True))
         result["keras_weights"] = len(converted)
         result["keras_equals_reference"] = bool(
-            np.array_equal(converted["conv_stem/kernel:0"],
-                           reference["_conv_stem.weight"].transpose(2, 3, 1, 0))
+            np.array_equal(
+                converted["conv_stem/kernel:0"], reference["_conv_stem.weight"].transpose(2, 3, 1, 0)
+            )
             and np.array_equal(converted["fc/kernel:0"], reference["_fc.weight"].T)
             and sum(v.size for v in converted.values())
             == sum(reference[k].size for k in reference.files if "num_batches" not in k)
         )
-    print(json.dumps(result, indent=2) if args.json else "\n".join(
-        f"{k:24s} {v}" for k, v in result.items()))
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k:24s} {v}" for k, v in result.items()))
 
 
 if __name__ == "__main__":

@@ -186,6 +186,42 @@ def mmr(
     return [candidates[i] for i in chosen]
 
 
+def space_profile(space: VectorSpace, weights: dict[int, float]) -> np.ndarray | None:
+    """A profile in ``space`` from {item id: weight}; items without a vector are ignored."""
+    if not weights:
+        return None
+    rows = space.rows(np.fromiter(weights, dtype=np.int64))
+    w = np.array([weights[int(space.ids[r])] for r in rows], dtype=np.float32)
+    return profile_vector(rows, w, space.matrix)
+
+
+def explain(space: VectorSpace, result_ids: Sequence[int], history_ids: set[int]) -> dict[int, int]:
+    """For each result, the history item whose vector is nearest to it ("because you viewed")."""
+    hist_rows = space.rows(np.array(sorted(history_ids), dtype=np.int64))
+    res_rows = space.rows(result_ids)
+    if len(hist_rows) == 0 or len(res_rows) == 0:
+        return {}
+    sims = space.matrix[res_rows] @ space.matrix[hist_rows].T
+    nearest = space.ids[hist_rows][np.argmax(sims, axis=1)]
+    return {int(space.ids[r]): int(h) for r, h in zip(res_rows, nearest, strict=True)}
+
+
+def rank(
+    space: VectorSpace,
+    query: np.ndarray,
+    k: int,
+    seen: set[int],
+    allowed: Callable[[str | None], bool] | None = None,
+    diversify: bool = False,
+    lam: float = 0.7,
+) -> tuple[list[tuple[int, float]], dict[int, int]]:
+    """The hot path of a recommendation: unseen top-k (optionally MMR) and their explanations."""
+    hits = retrieve(space, query, max(k * 5, 50) if diversify else k, seen, allowed)
+    if diversify:
+        hits = mmr(space, query, hits, k, lam)
+    return hits, explain(space, [h[0] for h in hits], seen)
+
+
 class Recommender:
     """Similar items and recommendations over one workspace and one embedding model.
 
@@ -316,16 +352,11 @@ class Recommender:
         return self._profile_from_events(events or [], half_life_days)[0]
 
     def _profile_from_events(self, events, half_life_days) -> tuple[np.ndarray | None, dict[int, float]]:
-        weights = history_weights(
-            events, half_life_days if half_life_days is not None else self.workspace.settings.half_life_days
-        )
+        half_life = half_life_days if half_life_days is not None else self.workspace.settings.half_life_days
+        weights = history_weights(events, half_life)
         if not weights:
             return None, weights
-        space = self._require_space()
-        item_ids = np.fromiter(weights, dtype=np.int64)
-        rows = space.rows(item_ids)
-        w = np.array([weights[int(space.ids[r])] for r in rows], dtype=np.float32)
-        return profile_vector(rows, w, space.matrix), weights
+        return space_profile(self._require_space(), weights), weights
 
     # -- recommendations --------------------------------------------------------------------
 
@@ -371,11 +402,8 @@ class Recommender:
                 result.notes.append("no usable history yet: showing the most popular items, then the newest")
             result.items = self.popular(k, exclude=seen, allowed=allowed)
             return result
-        space = self._require_space()
-        hits = retrieve(space, query, max(k * 5, 50) if diversify else k, seen, allowed)
-        if diversify:
-            hits = mmr(space, query, hits, k, lam)
-        result.items = self._describe(hits, because=self._explain(space, [h[0] for h in hits], seen))
+        hits, because = rank(self._require_space(), query, k, seen, allowed, diversify, lam)
+        result.items = self._describe(hits, because=because)
         return result
 
     def popular(self, k: int = 10, *, exclude: set[int] | None = None, allowed=None) -> list[Recommendation]:
@@ -397,17 +425,6 @@ class Recommender:
             reverse=True,
         )[:k]
         return self._describe([(r[0], float(popularity.get(r[0], 0.0))) for r in ranked])
-
-    def _explain(self, space: VectorSpace, result_ids: list[int], seen: set[int]) -> dict[int, int]:
-        """For each result, the history item whose vector is nearest to it."""
-        history_ids = np.array(sorted(seen), dtype=np.int64)
-        hist_rows = space.rows(history_ids)
-        res_rows = space.rows(result_ids)
-        if len(hist_rows) == 0 or len(res_rows) == 0:
-            return {}
-        sims = space.matrix[res_rows] @ space.matrix[hist_rows].T
-        nearest = space.ids[hist_rows][np.argmax(sims, axis=1)]
-        return {int(space.ids[r]): int(h) for r, h in zip(res_rows, nearest, strict=True)}
 
     # -- similar items ----------------------------------------------------------------------
 
