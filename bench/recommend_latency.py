@@ -169,7 +169,8 @@ def main() -> None:
                 if not args.json:
                     print(
                         f"{n:>8} {factory:28s} {json.dumps(params):28s} build {row['build_s']:7.1f}s  "
-                        f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  recall@10 {row['recall@10']:.4f}",
+                        f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  "
+                        f"recall@10 {row['recall@10']:.4f}",
                         flush=True,
                     )
         del space, matrix
