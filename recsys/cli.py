@@ -409,16 +409,15 @@ def demo(settings: Settings, catalog, quiet: bool) -> None:
     click.echo(f"ingested {report.added} new, {report.already_present} already present")
     emb = embed_missing(ws, progress=not quiet)
     click.echo(f"embedded {emb.embedded} new item(s) ({emb.images_per_second:.1f} images/s)")
-    rec = Recommender(ws)
+    from sqlalchemy import func, select
+
+    from recsys import store
+
+    rec = Recommender(ws, log=None)
     vectors, labels = rec.labelled_vectors()
     if len(labels) > 1:
         click.echo(f"1-NN same-label accuracy: {measure(vectors, labels)['accuracy']:.3f}")
-    ids, _ = rec.vectors()
     with ws.session() as session:
-        from sqlalchemy import func, select
-
-        from recsys import store
-
         firsts = (
             session.execute(
                 select(func.min(store.Item.key)).group_by(store.Item.label).order_by(store.Item.label)
@@ -426,9 +425,26 @@ def demo(settings: Settings, catalog, quiet: bool) -> None:
             .scalars()
             .all()
         )
-    for key in firsts[:3]:
+    for key in firsts[:2]:
         click.echo(f"\nmost similar to {key}:")
         _print_hits(rec.similar(key, 5), as_json=False)
+    tulips = [k for k in firsts if k.startswith("tulip/")] or firsts[:1]
+    views = tulips + [h.key for h in rec.similar(tulips[0], 2)]
+    for key in views:
+        rec.record("demo-user", key, event_key=f"demo:{key}")
+    result = rec.recommend("demo-user", 8)
+    click.echo(f"\ndemo-user viewed {', '.join(views)}; more like that history:")
+    rows = [
+        {
+            "rank": n,
+            "score": f"{r.score:.3f}",
+            "key": r.key,
+            "label": r.label or "",
+            "because you viewed": r.because,
+        }
+        for n, r in enumerate(result.items, 1)
+    ]
+    click.echo(_table(rows, ["rank", "score", "key", "label", "because you viewed"]))
 
 
 def main() -> None:
