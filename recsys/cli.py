@@ -303,7 +303,7 @@ def index_cmd(settings: Settings, factory, memory_gb, show: bool, as_json: bool)
 @cli.command("recommend")
 @click.option("--user", required=True, help="User key.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many items.")
-@click.option("--strategy", default="average", show_default=True, help="average or popular.")
+@click.option("--strategy", default="average", show_default=True, help="average, popular or random.")
 @click.option("--diversify", is_flag=True, help="Re-rank with maximal marginal relevance.")
 @click.option("--lambda", "mmr_lambda", type=float, help="MMR relevance weight, 0..1 [0.7].")
 @click.option("--label", "labels", multiple=True, help="Only items with this label (repeatable).")
@@ -387,6 +387,158 @@ def cluster_cmd(settings: Settings, k, show: bool, as_json: bool) -> None:
             for c in summary
         ]
         click.echo(_table(rows, ["cluster", "size", "purity", "labels"]))
+
+
+# --- simulation and evaluation --------------------------------------------------------------
+
+
+@cli.command("simulate")
+@click.option("--users", type=int, default=100, show_default=True, help="Simulated users.")
+@click.option("--events-per-user", type=int, default=30, show_default=True, help="Events per user.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed: same logs).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_settings_options
+def simulate_cmd(
+    settings: Settings, users: int, events_per_user: int, seed: int, as_json: bool, quiet: bool
+) -> None:
+    """Write SYNTHETIC interaction logs for a labelled catalogue (for demos and tests)."""
+    from recsys.simulate import SimulationConfig, simulate
+
+    if users < 1 or events_per_user < 1:
+        raise RecsysError("--users and --events-per-user must be at least 1")
+    result = simulate(
+        _open(settings),
+        SimulationConfig(users=users, events_per_user=events_per_user, seed=seed),
+        progress=not quiet and not as_json,
+    )
+    if as_json:
+        _emit_json(result)
+    else:
+        click.echo(
+            f"simulated {result['users']} users, {result['events']} events "
+            f"({result['stored']} stored, {result['duplicates']} already there); these logs are synthetic"
+        )
+
+
+@cli.command("evaluate")
+@click.option("--strategy", "strategies", multiple=True, help="Strategy to compare (repeatable) [all].")
+@click.option("--k", "ks", type=int, multiple=True, help="Cut-offs (repeatable) [10 20 50 100].")
+@click.option("--split", type=click.Choice(["temporal", "random"]), default="temporal", show_default=True)
+@click.option(
+    "--holdout", type=float, default=0.2, show_default=True, help="Share of each user's events held out."
+)
+@click.option("--last-n", type=int, help="Hold out each user's last N events instead of a share.")
+@click.option(
+    "--min-events", type=int, default=3, show_default=True, help="Fewer: the user is training-only."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the bootstrap.")
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap samples.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), help="Write metrics.json/.csv and a plot."
+)
+@click.option("--embeddings", is_flag=True, help="Also report the k-NN label accuracy of the vectors.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_settings_options
+def evaluate_cmd(
+    settings: Settings,
+    strategies,
+    ks,
+    split,
+    holdout,
+    last_n,
+    min_events,
+    seed,
+    bootstrap,
+    out_dir,
+    embeddings: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Compare strategies on held-out events: recall, NDCG, MAP... with bootstrap intervals."""
+    from recsys import evaluate as ev
+    from recsys.recommend import STRATEGIES, Recommender
+
+    if not 0 < holdout < 1:
+        raise RecsysError(f"--holdout must be between 0 and 1, got {holdout}")
+    ws = _open(settings)
+    rec = Recommender(ws, use_index=False, log=None)
+    history = ev.load_history(ws)
+    if split == "temporal":
+        chosen = ev.temporal_split(history, fraction=holdout, last_n=last_n, min_events=min_events)
+    else:
+        chosen = ev.random_split(history, fraction=holdout, seed=seed, min_events=min_events)
+    names = list(strategies) or [s for s in STRATEGIES if s != "popular"] + ["popular"]
+    names = sorted(set(names), key=names.index)
+    report = ev.evaluate(
+        rec,
+        chosen,
+        names,
+        ks or ev.DEFAULT_KS,
+        seed=seed,
+        bootstrap=bootstrap,
+        progress=not quiet and not as_json,
+    )
+    if embeddings:
+        vectors, labels = rec.labelled_vectors()
+        report.embeddings = ev.knn_accuracy(vectors, labels) if len(labels) > 1 else None
+    if out_dir:
+        _write_evaluation(report, Path(out_dir))
+    if as_json:
+        _emit_json(report.as_dict())
+        return
+    click.echo(
+        f"{len(report.users)} users evaluated ({report.split} split), "
+        f"catalogue {report.catalogue_size} items, {report.seconds:.1f} s"
+    )
+    rows_by_k: dict[int, list[dict]] = {}
+    for row in report.summary_rows():
+        rows_by_k.setdefault(row["k"], []).append(row)
+    for k, rows in rows_by_k.items():
+        click.echo(f"\n@{k}")
+        table = [
+            {
+                "strategy": r["strategy"],
+                "recall [95% CI]": f"{r['recall']:.4f} [{r['recall_ci_low']:.4f}, {r['recall_ci_high']:.4f}]",
+                "ndcg [95% CI]": f"{r['ndcg']:.4f} [{r['ndcg_ci_low']:.4f}, {r['ndcg_ci_high']:.4f}]",
+                "precision": f"{r['precision']:.4f}",
+                "map": f"{r['map']:.4f}",
+                "hit": f"{r['hit_rate']:.3f}",
+                "mrr": f"{r['mrr']:.4f}",
+                "coverage": f"{r['coverage']:.3f}",
+                "diversity": f"{r['diversity']:.3f}",
+                "novelty": f"{r['novelty']:.2f}",
+            }
+            for r in rows
+        ]
+        click.echo(_table(table, list(table[0])))
+    if report.comparison:
+        c = report.comparison
+        click.echo(
+            f"\npaired ({c['metric']}): {c['better']} - {c['worse']} = {c['mean_difference']:+.4f} "
+            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], p = {c['p_value']:.4f}; "
+            f"{c['users_better']} users better, {c['users_worse']} worse"
+        )
+    if report.embeddings:
+        click.echo(f"embeddings: 1-NN same-label accuracy {report.embeddings['accuracy']:.4f}")
+    if out_dir:
+        click.echo(f"wrote {out_dir}/metrics.json, metrics.csv, recall_at_k.png")
+
+
+def _write_evaluation(report, out: Path) -> None:
+    import csv
+
+    from recsys.evaluate import plot_recall
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report.as_dict(), indent=2, default=str))
+    rows = report.summary_rows()
+    with open(out / "metrics.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot_recall(report, out / "recall_at_k.png")
 
 
 @cli.command()

@@ -1,13 +1,31 @@
-"""Offline measures of how good the stored vectors and the recommendations are."""
+"""Offline evaluation: which recommender should I ship, and how sure am I?
+
+Splits each user's events into training and held-out parts, asks every strategy for a ranked list
+through the same ``Recommender`` the product serves with (given only the training events), and
+scores the lists with the metrics the field uses, with bootstrap intervals over users.
+
+Pure metric functions come first (tested against hand-computed values and a brute-force
+implementation); ``evaluate`` wires them to a workspace.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
 from recsys.errors import RecsysError
-from recsys.index import exact_search
+
+DEFAULT_KS = (10, 20, 50, 100)
+Event = tuple[int, str, float | None, datetime]  # (item id, event type, weight, time)
+
+
+# --- embedding sanity check ----------------------------------------------------------------
 
 
 def knn_accuracy(vectors: np.ndarray, labels: list[str], k: int = 1) -> dict:
@@ -16,20 +34,359 @@ def knn_accuracy(vectors: np.ndarray, labels: list[str], k: int = 1) -> dict:
     The seed's sanity check: if neighbours in embedding space do not share labels, no
     recommender built on these vectors will look sensible. Ties go to the nearer neighbour.
     """
+    from recsys.index import exact_search
+
     n = len(labels)
     if n < 2 or len(vectors) != n:
         raise RecsysError(f"knn-accuracy needs at least 2 labelled embeddings, found {n}")
     if k < 1 or k >= n:
         raise RecsysError(f"knn-accuracy: k must be between 1 and {n - 1}, got {k}")
-    _, rows = exact_search(vectors, vectors, k + 1)
     labels_arr = np.asarray(labels, dtype=object)
     correct = np.zeros(n, dtype=bool)
-    for i in range(n):
-        # Drop the item itself by identity, not position: byte-identical duplicates tie with it.
-        neighbours = [r for r in rows[i] if r != i and r >= 0][:k]
-        votes = Counter(labels_arr[neighbours])
-        best = max(votes.values())
-        winner = next(labels_arr[r] for r in neighbours if votes[labels_arr[r]] == best)
-        correct[i] = winner == labels_arr[i]
+    for start in range(0, n, 2048):
+        _, rows = exact_search(vectors, vectors[start : start + 2048], k + 1)
+        for offset, row in enumerate(rows):
+            i = start + offset
+            # Drop the item itself by identity, not position: byte-identical duplicates tie with it.
+            neighbours = [r for r in row if r != i and r >= 0][:k]
+            votes = Counter(labels_arr[neighbours])
+            best = max(votes.values())
+            winner = next(labels_arr[r] for r in neighbours if votes[labels_arr[r]] == best)
+            correct[i] = winner == labels_arr[i]
     per_label = {str(lab): float(correct[labels_arr == lab].mean()) for lab in sorted(set(labels))}
     return {"k": k, "items": n, "accuracy": float(correct.mean()), "per_label": per_label}
+
+
+# --- metrics (pure) ------------------------------------------------------------------------
+
+
+def ranking_metrics(ranked: Sequence[int], relevant: set[int], k: int) -> dict[str, float]:
+    """recall, precision, NDCG, AP and hit rate at ``k`` of one ranked list (binary relevance).
+
+    AP@k is normalised by min(|relevant|, k), so a perfect list scores 1 even when more items
+    are relevant than fit in k. An empty list scores 0 everywhere; no relevant items is an error.
+    """
+    if not relevant:
+        raise ValueError("a user without held-out items cannot be scored")
+    top = list(ranked[:k])
+    hits = [1.0 if item in relevant else 0.0 for item in top]
+    n_hits = sum(hits)
+    dcg = sum(h / math.log2(i + 2) for i, h in enumerate(hits))
+    ideal = sum(1.0 / math.log2(i + 2) for i in range(min(len(relevant), k)))
+    precisions = [sum(hits[: i + 1]) / (i + 1) for i, h in enumerate(hits) if h]
+    return {
+        "recall": n_hits / len(relevant),
+        "precision": n_hits / k,
+        "ndcg": dcg / ideal,
+        "map": sum(precisions) / min(len(relevant), k),
+        "hit_rate": 1.0 if n_hits else 0.0,
+    }
+
+
+def reciprocal_rank(ranked: Sequence[int], relevant: set[int]) -> float:
+    for position, item in enumerate(ranked, start=1):
+        if item in relevant:
+            return 1.0 / position
+    return 0.0
+
+
+def intra_list_diversity(ranked: Sequence[int], vectors: dict[int, np.ndarray]) -> float:
+    """Mean pairwise cosine distance between the (unit) vectors of a list; 0 for < 2 items."""
+    rows = [vectors[i] for i in ranked if i in vectors]
+    if len(rows) < 2:
+        return 0.0
+    m = np.stack(rows)
+    sims = m @ m.T
+    n = len(rows)
+    return float((n * (n - 1) - (sims.sum() - np.trace(sims))) / (n * (n - 1)))
+
+
+def novelty(ranked: Sequence[int], item_users: dict[int, int], n_users: int) -> float:
+    """Mean self-information -log2 p(i), p(i) = (training users of i + 1) / (users + 1)."""
+    if not ranked:
+        return 0.0
+    return float(np.mean([-math.log2((item_users.get(i, 0) + 1) / (n_users + 1)) for i in ranked]))
+
+
+def bootstrap_ci(values: Sequence[float], *, samples: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile bootstrap interval of the mean over users."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return (float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail)))
+
+
+def paired_comparison(a: Sequence[float], b: Sequence[float], *, samples: int = 2000, seed: int = 0) -> dict:
+    """Paired bootstrap over users of mean(a - b): the difference, its 95% interval, a p-value."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(samples, len(diff)))].mean(axis=1)
+    p = 2 * min(np.mean(means <= 0), np.mean(means >= 0))
+    return {
+        "mean_difference": float(diff.mean()),
+        "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+        "p_value": float(min(1.0, p)),
+        "users_better": int(np.sum(diff > 0)),
+        "users_worse": int(np.sum(diff < 0)),
+    }
+
+
+# --- splits --------------------------------------------------------------------------------
+
+
+@dataclass
+class Split:
+    """Per user: training events (what the recommender may see) and held-out item ids."""
+
+    train: dict[str, list[Event]]
+    test: dict[str, set[int]]
+    kind: str = "temporal"
+
+    @property
+    def users(self) -> list[str]:
+        return sorted(self.test)
+
+
+def temporal_split(
+    history: dict[str, list[Event]],
+    *,
+    fraction: float = 0.2,
+    last_n: int | None = None,
+    min_events: int = 3,
+) -> Split:
+    """Hold out each user's latest events by time (the last ``last_n``, else the last ``fraction``).
+
+    Users with fewer than ``min_events`` events stay in training only (they still count for
+    popularity). Held-out items the user already had in training are not counted: a recommender
+    never shows what was seen.
+    """
+    train, test = {}, {}
+    for user, events in history.items():
+        events = sorted(events, key=lambda e: (e[3], e[0]))
+        if len(events) < min_events:
+            train[user] = events
+            continue
+        n_test = last_n if last_n else max(1, int(round(len(events) * fraction)))
+        n_test = min(n_test, len(events) - 1)
+        train[user], held = events[:-n_test], events[-n_test:]
+        seen = {e[0] for e in train[user]}
+        items = {e[0] for e in held} - seen
+        if items:
+            test[user] = items
+    return Split(train, test, "temporal")
+
+
+def random_split(
+    history: dict[str, list[Event]], *, fraction: float = 0.2, seed: int = 0, min_events: int = 3
+) -> Split:
+    """Hold out a random ``fraction`` of each user's events (deterministic with ``seed``)."""
+    rng = np.random.default_rng(seed)
+    train, test = {}, {}
+    for user in sorted(history):
+        events = sorted(history[user], key=lambda e: (e[3], e[0]))
+        if len(events) < min_events:
+            train[user] = events
+            continue
+        n_test = min(len(events) - 1, max(1, int(round(len(events) * fraction))))
+        held_rows = set(rng.choice(len(events), size=n_test, replace=False).tolist())
+        train[user] = [e for i, e in enumerate(events) if i not in held_rows]
+        items = {events[i][0] for i in held_rows} - {e[0] for e in train[user]}
+        if items:
+            test[user] = items
+    return Split(train, test, "random")
+
+
+# --- the evaluation ------------------------------------------------------------------------
+
+
+@dataclass
+class StrategyResult:
+    """Per-user metric values of one strategy (lists aligned with ``EvaluationReport.users``)."""
+
+    name: str
+    per_user: dict[str, list[float]] = field(default_factory=dict)
+    coverage: dict[int, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def mean(self, metric: str) -> float:
+        return float(np.mean(self.per_user[metric]))
+
+
+@dataclass
+class EvaluationReport:
+    split: str
+    ks: tuple[int, ...]
+    users: list[str]
+    catalogue_size: int
+    strategies: list[StrategyResult]
+    intervals: dict = field(default_factory=dict)
+    comparison: dict = field(default_factory=dict)
+    embeddings: dict | None = None
+    seconds: float = 0.0
+
+    def summary_rows(self) -> list[dict]:
+        rows = []
+        for s in self.strategies:
+            for k in self.ks:
+                row = {"strategy": s.name, "k": k}
+                for metric in ("recall", "precision", "ndcg", "map", "hit_rate", "diversity", "novelty"):
+                    row[metric] = s.mean(f"{metric}@{k}")
+                row["coverage"] = s.coverage[k]
+                row["mrr"] = s.mean("mrr")
+                for metric in ("recall", "ndcg"):
+                    lo, hi = self.intervals[s.name][f"{metric}@{k}"]
+                    row[f"{metric}_ci_low"], row[f"{metric}_ci_high"] = lo, hi
+                rows.append(row)
+        return rows
+
+    def as_dict(self) -> dict:
+        return {
+            "split": self.split,
+            "users_evaluated": len(self.users),
+            "catalogue_size": self.catalogue_size,
+            "ks": list(self.ks),
+            "seconds": round(self.seconds, 2),
+            "metrics": self.summary_rows(),
+            "paired_comparison": self.comparison,
+            "embeddings": self.embeddings,
+            "strategy_seconds": {s.name: round(s.seconds, 2) for s in self.strategies},
+        }
+
+
+def load_history(workspace) -> dict[str, list[Event]]:
+    """Every user's events, oldest first."""
+    from sqlalchemy import select
+
+    from recsys import store
+
+    with workspace.session() as session:
+        rows = session.execute(
+            select(
+                store.User.key,
+                store.Interaction.item_id,
+                store.Interaction.event,
+                store.Interaction.weight,
+                store.Interaction.ts,
+            )
+            .join(store.User, store.User.id == store.Interaction.user_id)
+            .order_by(store.Interaction.ts, store.Interaction.id)
+        ).all()
+    history: dict[str, list[Event]] = defaultdict(list)
+    for user, item, event, weight, ts in rows:
+        history[user].append((item, event, weight, store.as_utc(ts)))
+    return dict(history)
+
+
+def evaluate(
+    recommender,
+    split: Split,
+    strategies: Sequence[str],
+    ks: Sequence[int] = DEFAULT_KS,
+    *,
+    seed: int = 0,
+    bootstrap: int = 1000,
+    progress: bool = False,
+) -> EvaluationReport:
+    """Score ``strategies`` on ``split`` through ``recommender.recommend_for_history``."""
+    from tqdm import tqdm
+
+    from recsys.interactions import EVENT_WEIGHTS
+
+    start = time.perf_counter()
+    ks = tuple(sorted(set(ks)))
+    users = split.users
+    if not users:
+        raise RecsysError(
+            "the logs are too small to evaluate: no user has enough events to hold some out "
+            "(record more interactions, or `recsys simulate`)"
+        )
+    # Popularity and novelty come from the training events only.
+    popularity: dict[int, float] = defaultdict(float)
+    item_users: dict[int, int] = defaultdict(int)
+    for events in split.train.values():
+        for item in {e[0] for e in events}:
+            item_users[item] += 1
+        for item, event, weight, _ in events:
+            popularity[item] += EVENT_WEIGHTS.get(event, 1.0) if weight is None else weight
+    space = recommender.space()
+    vectors = {int(i): space.matrix[r] for r, i in enumerate(space.ids)}
+    catalogue = len(recommender.catalogue())
+    n_users = len(split.train)
+    k_max = max(ks)
+    results = []
+    for strategy in strategies:
+        t0 = time.perf_counter()
+        result = StrategyResult(strategy)
+        metrics: dict[str, list[float]] = defaultdict(list)
+        shown: dict[int, set[int]] = {k: set() for k in ks}
+        for n, user in enumerate(tqdm(users, desc=f"evaluate {strategy}", disable=not progress)):
+            listing = recommender.recommend_for_history(
+                split.train.get(user, []),
+                k_max,
+                strategy=strategy,
+                popularity=popularity,
+                seed=seed * 1_000_003 + n,
+                describe=False,
+            )
+            ranked = [r.item_id for r in listing.items]
+            relevant = split.test[user]
+            for k in ks:
+                for name, value in ranking_metrics(ranked, relevant, k).items():
+                    metrics[f"{name}@{k}"].append(value)
+                metrics[f"diversity@{k}"].append(intra_list_diversity(ranked[:k], vectors))
+                metrics[f"novelty@{k}"].append(novelty(ranked[:k], item_users, n_users))
+                shown[k].update(ranked[:k])
+            metrics["mrr"].append(reciprocal_rank(ranked, relevant))
+        result.per_user = dict(metrics)
+        result.coverage = {k: len(shown[k]) / catalogue for k in ks}
+        result.seconds = time.perf_counter() - t0
+        results.append(result)
+    intervals = {
+        r.name: {
+            f"{m}@{k}": bootstrap_ci(r.per_user[f"{m}@{k}"], samples=bootstrap, seed=seed)
+            for m in ("recall", "ndcg")
+            for k in ks
+        }
+        for r in results
+    }
+    report = EvaluationReport(split.kind, ks, users, catalogue, results, intervals)
+    if len(results) >= 2:
+        key = f"recall@{ks[0]}"
+        best, second = sorted(results, key=lambda r: r.mean(key), reverse=True)[:2]
+        report.comparison = {
+            "metric": key,
+            "better": best.name,
+            "worse": second.name,
+            **paired_comparison(best.per_user[key], second.per_user[key], samples=2 * bootstrap, seed=seed),
+        }
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def plot_recall(report: EvaluationReport, path) -> None:
+    """recall@K per strategy with its 95% bootstrap band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in report.strategies:
+        means = [s.mean(f"recall@{k}") for k in report.ks]
+        low = [report.intervals[s.name][f"recall@{k}"][0] for k in report.ks]
+        high = [report.intervals[s.name][f"recall@{k}"][1] for k in report.ks]
+        ax.plot(report.ks, means, marker="o", label=s.name)
+        ax.fill_between(report.ks, low, high, alpha=0.2)
+    ax.set_xlabel("K")
+    ax.set_ylabel("recall@K")
+    ax.set_xscale("log")
+    ax.set_xticks(report.ks, [str(k) for k in report.ks])
+    ax.set_title(f"recall@K, {report.split} split, {len(report.users)} users (95% bootstrap bands)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -22,7 +22,7 @@ from recsys.index import ItemIndex, exact_search
 from recsys.interactions import Event, RecordReport, record
 from recsys.profiles import history_weights, profile_vector
 
-STRATEGIES = ("average", "popular")
+STRATEGIES = ("average", "popular", "random")
 
 
 @dataclass(frozen=True)
@@ -378,6 +378,44 @@ class Recommender:
         A user with no usable history gets the most popular items (then the newest): the
         ``cold_start`` flag and a note say so.
         """
+        with self.workspace.session() as session:
+            events = store.user_history(session, user)
+        if events is None and require_user:
+            raise NotFound(f"unknown user {user!r}")
+        result = self.recommend_for_history(
+            events or [],
+            k,
+            strategy=strategy,
+            diversify=diversify,
+            mmr_lambda=mmr_lambda,
+            labels=labels,
+            exclude_labels=exclude_labels,
+            half_life_days=half_life_days,
+        )
+        result.user = user
+        return result
+
+    def recommend_for_history(
+        self,
+        events: Sequence[tuple[int, str, float | None, datetime]],
+        k: int = 10,
+        *,
+        strategy: str = "average",
+        diversify: bool = False,
+        mmr_lambda: float | None = None,
+        labels: Sequence[str] | None = None,
+        exclude_labels: Sequence[str] | None = None,
+        half_life_days: float | None = None,
+        popularity: dict[int, float] | None = None,
+        seed: int | None = None,
+        describe: bool = True,
+    ) -> RecommendationList:
+        """``recommend`` for a given history of (item id, event, weight, ts), not the stored one.
+
+        The offline evaluation calls this with each user's training events (and the training
+        popularity), so held-out events never leak into what it scores. ``describe=False`` skips
+        looking up keys and titles (the items then carry ids and scores only).
+        """
         if k < 1:
             raise RecsysError(f"k must be at least 1, got {k}")
         if strategy not in STRATEGIES:
@@ -385,14 +423,13 @@ class Recommender:
         lam = self.workspace.settings.mmr_lambda if mmr_lambda is None else mmr_lambda
         if not 0.0 <= lam <= 1.0:
             raise RecsysError(f"MMR lambda must be between 0 and 1, got {lam}")
-        with self.workspace.session() as session:
-            events = store.user_history(session, user)
-        if events is None and require_user:
-            raise NotFound(f"unknown user {user!r}")
-        events = events or []
         seen = {e[0] for e in events}
         allowed = label_filter(labels, exclude_labels)
-        result = RecommendationList(user=user, strategy=strategy, items=[], history_size=len(events))
+        result = RecommendationList(user="", strategy=strategy, items=[], history_size=len(events))
+        finish = self._describe if describe else _bare
+        if strategy == "random":
+            result.items = finish(self._random(k, seen, allowed, seed))
+            return result
         query = None
         if strategy == "average":
             query, _ = self._profile_from_events(events, half_life_days)
@@ -400,31 +437,53 @@ class Recommender:
             result.cold_start = strategy != "popular"
             if result.cold_start:
                 result.notes.append("no usable history yet: showing the most popular items, then the newest")
-            result.items = self.popular(k, exclude=seen, allowed=allowed)
+            result.items = finish(self._popular_hits(k, seen, allowed, popularity))
             return result
         hits, because = rank(self._require_space(), query, k, seen, allowed, diversify, lam)
-        result.items = self._describe(hits, because=because)
+        result.items = finish(hits, because=because)
         return result
 
     def popular(self, k: int = 10, *, exclude: set[int] | None = None, allowed=None) -> list[Recommendation]:
         """Items by total event weight, then newest first: the cold-start list."""
+        return self._describe(self._popular_hits(k, exclude or set(), allowed, None))
+
+    def popularity(self) -> dict[int, float]:
+        """Total event weight of each item over all stored interactions."""
         from recsys.interactions import EVENT_WEIGHTS
 
-        exclude = exclude or set()
         weight = func.coalesce(store.Interaction.weight, _event_weight_case(EVENT_WEIGHTS))
         with self.workspace.session() as session:
-            popularity = dict(
-                session.execute(
-                    select(store.Interaction.item_id, func.sum(weight)).group_by(store.Interaction.item_id)
-                ).all()
-            )
-            items = session.execute(select(store.Item.id, store.Item.label, store.Item.created_at)).all()
-        ranked = sorted(
-            (row for row in items if row[0] not in exclude and (allowed is None or allowed(row[1]))),
-            key=lambda r: (popularity.get(r[0], 0.0), r[2] or datetime.min, r[0]),
-            reverse=True,
-        )[:k]
-        return self._describe([(r[0], float(popularity.get(r[0], 0.0))) for r in ranked])
+            rows = session.execute(
+                select(store.Interaction.item_id, func.sum(weight)).group_by(store.Interaction.item_id)
+            ).all()
+        return {int(i): float(w) for i, w in rows}
+
+    def catalogue(self) -> list[tuple[int, str | None, datetime | None]]:
+        """(id, label, created) of every item, newest first: loaded once per Recommender."""
+        if getattr(self, "_items", None) is None:
+            with self.workspace.session() as session:
+                rows = session.execute(select(store.Item.id, store.Item.label, store.Item.created_at)).all()
+            self._items = sorted(rows, key=lambda r: (r[2] or datetime.min, r[0]), reverse=True)
+        return self._items
+
+    def _popular_hits(self, k, exclude, allowed, popularity) -> list[tuple[int, float]]:
+        popularity = self.popularity() if popularity is None else popularity
+        candidates = [
+            r for r in self.catalogue() if r[0] not in exclude and (allowed is None or allowed(r[1]))
+        ]
+        # stable sort: equal popularity keeps the newest-first order of the catalogue
+        ranked = sorted(candidates, key=lambda r: popularity.get(r[0], 0.0), reverse=True)[:k]
+        return [(r[0], float(popularity.get(r[0], 0.0))) for r in ranked]
+
+    def _random(self, k, exclude, allowed, seed) -> list[tuple[int, float]]:
+        candidates = [
+            r[0] for r in self.catalogue() if r[0] not in exclude and (allowed is None or allowed(r[1]))
+        ]
+        rng = np.random.default_rng(seed)
+        picked = (
+            rng.choice(len(candidates), size=min(k, len(candidates)), replace=False) if candidates else []
+        )
+        return [(int(candidates[i]), 0.0) for i in picked]
 
     # -- similar items ----------------------------------------------------------------------
 
@@ -513,6 +572,10 @@ class Recommender:
             for i, s in hits
             if i in info
         ]
+
+
+def _bare(hits: list[tuple[int, float]], because: dict[int, int] | None = None) -> list[Recommendation]:
+    return [Recommendation(item_id=i, key="", score=s) for i, s in hits]
 
 
 def _event_weight_case(weights: dict[str, float]):
