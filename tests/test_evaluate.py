@@ -1,0 +1,260 @@
+"""Offline evaluation: metrics by hand and by brute force, splits, simulator, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from recsys import evaluate as ev
+from recsys import store
+from recsys.recommend import Recommender
+from recsys.settings import Settings
+from recsys.simulate import SimulationConfig, generate, simulate
+from recsys.workspace import Workspace
+from tests.conftest import one_line_error, run_cli
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def ev_(item, minutes, event="view"):
+    return (item, event, None, T0 + timedelta(minutes=minutes))
+
+
+# --- metrics against hand-computed values ------------------------------------------------
+
+
+def test_metrics_hand_computed():
+    m = ev.ranking_metrics([5, 3, 9, 1, 7], {3, 7, 8}, 5)
+    assert m["recall"] == pytest.approx(2 / 3)
+    assert m["precision"] == pytest.approx(2 / 5)
+    dcg = 1 / math.log2(3) + 1 / math.log2(6)
+    idcg = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    assert m["ndcg"] == pytest.approx(dcg / idcg)  # 1.01778 / 2.13093
+    assert m["ndcg"] == pytest.approx(0.477624, abs=1e-6)
+    assert m["map"] == pytest.approx((1 / 2 + 2 / 5) / 3)
+    assert m["hit_rate"] == 1.0
+    assert ev.reciprocal_rank([5, 3, 9, 1, 7], {3, 7, 8}) == 0.5
+
+
+def test_user_with_one_held_out_item():
+    m = ev.ranking_metrics([4, 2, 6], {2}, 10)
+    assert m == pytest.approx(
+        {"recall": 1.0, "precision": 0.1, "ndcg": 1 / math.log2(3), "map": 0.5, "hit_rate": 1.0}
+    )
+    miss = ev.ranking_metrics([4, 2, 6], {2}, 1)
+    assert miss == {"recall": 0.0, "precision": 0.0, "ndcg": 0.0, "map": 0.0, "hit_rate": 0.0}
+
+
+def test_empty_recommendation_list_scores_zero():
+    assert ev.ranking_metrics([], {1, 2}, 10) == {
+        "recall": 0.0,
+        "precision": 0.0,
+        "ndcg": 0.0,
+        "map": 0.0,
+        "hit_rate": 0.0,
+    }
+    assert ev.reciprocal_rank([], {1}) == 0.0
+    assert ev.intra_list_diversity([], {}) == 0.0
+    assert ev.novelty([], {}, 10) == 0.0
+    with pytest.raises(ValueError):
+        ev.ranking_metrics([1], set(), 10)
+
+
+def test_ties_in_time_and_in_popularity_are_broken_deterministically(embedded_copy):
+    # Same timestamp: the split orders by item id, so the held-out item is always the larger id.
+    split = ev.temporal_split({"u": [ev_(9, 0), ev_(4, 0), ev_(7, 0)]}, last_n=1)
+    assert split.test == {"u": {9}} and [e[0] for e in split.train["u"]] == [4, 7]
+    # Equal popularity: the newest item first, every time.
+    with Workspace(Settings(home=embedded_copy)) as ws:
+        rec = Recommender(ws, use_index=False, log=None)
+        a = rec.recommend_for_history([], 5, strategy="popular", popularity={}, describe=False)
+        b = rec.recommend_for_history([], 5, strategy="popular", popularity={}, describe=False)
+    assert [r.item_id for r in a.items] == [r.item_id for r in b.items] == [200, 199, 198, 197, 196]
+
+
+def test_diversity_and_novelty_by_hand():
+    vectors = {1: np.array([1.0, 0.0]), 2: np.array([0.0, 1.0]), 3: np.array([1.0, 0.0])}
+    # pairs: (1,2) distance 1, (1,3) distance 0, (2,3) distance 1 -> mean 2/3
+    assert ev.intra_list_diversity([1, 2, 3], vectors) == pytest.approx(2 / 3)
+    # item 1 seen by 3 of 7 users: -log2(4/8) = 1; unseen item 2: -log2(1/8) = 3
+    assert ev.novelty([1, 2], {1: 3}, 7) == pytest.approx(2.0)
+
+
+# --- metrics against an independent brute-force implementation -----------------------------
+
+
+def _brute(ranked, relevant, k):
+    """Textbook definitions, computed position by position over the full cut-off."""
+    gains = np.zeros(k)
+    for pos in range(min(k, len(ranked))):
+        gains[pos] = ranked[pos] in relevant
+    positions = np.arange(1, k + 1)
+    dcg = np.sum(gains / np.log2(positions + 1))
+    ideal_gains = np.zeros(k)
+    ideal_gains[: min(k, len(relevant))] = 1
+    idcg = np.sum(ideal_gains / np.log2(positions + 1))
+    precision_at = np.cumsum(gains) / positions
+    return {
+        "recall": gains.sum() / len(relevant),
+        "precision": gains.sum() / k,
+        "ndcg": dcg / idcg,
+        "map": np.sum(precision_at * gains) / min(k, len(relevant)),
+        "hit_rate": float(gains.sum() > 0),
+    }
+
+
+def test_metrics_equal_brute_force_on_random_data():
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        n_items = int(rng.integers(5, 60))
+        ranked = rng.permutation(n_items)[: int(rng.integers(0, n_items))].tolist()
+        relevant = set(rng.choice(n_items, size=int(rng.integers(1, 10)), replace=True).tolist())
+        k = int(rng.integers(1, 30))
+        assert ev.ranking_metrics(ranked, relevant, k) == pytest.approx(_brute(ranked, relevant, k))
+
+
+def test_bootstrap_interval_and_paired_comparison():
+    rng = np.random.default_rng(0)
+    values = rng.random(400)
+    lo, hi = ev.bootstrap_ci(values, samples=2000)
+    assert lo < values.mean() < hi and hi - lo < 0.08
+    better = values + 0.05 + rng.normal(0, 0.01, 400)
+    result = ev.paired_comparison(better, values)
+    assert result["mean_difference"] == pytest.approx(0.05, abs=0.005)
+    assert result["ci95"][0] > 0 and result["p_value"] < 0.01
+    same = ev.paired_comparison(values, values[::-1])
+    assert same["p_value"] > 0.05
+
+
+# --- splits --------------------------------------------------------------------------------
+
+
+def test_temporal_split_holds_out_latest_and_keeps_short_users_in_training():
+    history = {
+        "long": [ev_(i, m) for i, m in [(1, 5), (2, 1), (3, 9), (4, 3), (5, 7)]],
+        "short": [ev_(1, 0), ev_(2, 1)],
+        "rewatch": [ev_(1, 0), ev_(2, 1), ev_(1, 2)],
+    }
+    split = ev.temporal_split(history, fraction=0.4)
+    assert split.test["long"] == {5, 3}  # the two latest by time, not by insertion
+    assert [e[0] for e in split.train["long"]] == [2, 4, 1]
+    assert "short" not in split.test and split.train["short"] == history["short"]
+    assert "rewatch" not in split.test  # its held-out item was already seen in training
+    assert ev.temporal_split(history, last_n=1).test["long"] == {3}
+
+
+def test_random_split_is_deterministic_with_seed():
+    history = {f"u{u}": [ev_(i, i) for i in range(20)] for u in range(10)}
+    a = ev.random_split(history, fraction=0.25, seed=3)
+    b = ev.random_split(history, fraction=0.25, seed=3)
+    c = ev.random_split(history, fraction=0.25, seed=4)
+    assert a.test == b.test and a.test != c.test
+    assert all(len(t) == 5 for t in a.test.values())
+
+
+# --- simulator -----------------------------------------------------------------------------
+
+
+def test_simulator_is_deterministic_skewed_and_timed():
+    items = [(f"{lab}/{i}", lab) for lab in ("a", "b", "c") for i in range(50)]
+    cfg = SimulationConfig(users=60, events_per_user=20, seed=5)
+    events = generate(items, cfg)
+    assert events == generate(items, cfg)
+    assert len(events) == 60 * 20
+    per_user: dict[str, list] = {}
+    for e in events:
+        per_user.setdefault(e.user, []).append(e)
+    assert len(per_user) == 60
+    for evs in per_user.values():
+        assert len({e.item for e in evs}) == len(evs)  # no repeats
+        assert all(x.ts < y.ts for x, y in zip(evs, evs[1:], strict=False))
+    counts = sorted(np.unique([e.item for e in events], return_counts=True)[1], reverse=True)
+    assert counts[0] > 4 * np.median(counts)  # Zipf skew
+    labels_per_user = [len({e.item.split("/")[0] for e in evs}) for evs in per_user.values()]
+    assert np.mean(labels_per_user) < 3  # Dirichlet tastes are focused
+
+
+def test_simulate_writes_through_the_recording_path_once(embedded_copy):
+    with Workspace(Settings(home=embedded_copy)) as ws:
+        first = simulate(ws, SimulationConfig(users=20, events_per_user=10, seed=1), progress=False)
+        again = simulate(ws, SimulationConfig(users=20, events_per_user=10, seed=1), progress=False)
+        with ws.session() as s:
+            n = s.scalar(select(func.count()).select_from(store.Interaction))
+    assert first["stored"] == 200 and first["visual_tastes"] is True
+    assert again["stored"] == 0 and again["duplicates"] == 200 and n == 200
+
+
+# --- end to end ----------------------------------------------------------------------------
+
+
+def test_evaluate_cli_table_files_and_ordering(embedded_copy, tmp_path):
+    run_cli(
+        "simulate",
+        "--users",
+        "120",
+        "--events-per-user",
+        "25",
+        "--seed",
+        "2",
+        "--quiet",
+        home=embedded_copy,
+        check=True,
+    )
+    out = tmp_path / "eval"
+    proc = run_cli("evaluate", "--quiet", "--out", str(out), "--embeddings", home=embedded_copy, check=True)
+    assert "recall [95% CI]" in proc.stdout and "paired (recall@10)" in proc.stdout
+    assert "1-NN same-label accuracy" in proc.stdout
+    data = json.loads((out / "metrics.json").read_text())
+    rows = {(r["strategy"], r["k"]): r for r in data["metrics"]}
+    assert {s for s, _ in rows} == {"average", "popular", "random"} and {k for _, k in rows} == {
+        10,
+        20,
+        50,
+        100,
+    }
+    assert rows[("average", 10)]["recall"] > rows[("random", 10)]["recall"]
+    assert rows[("popular", 10)]["recall"] > rows[("random", 10)]["recall"]
+    for r in data["metrics"]:
+        assert r["recall_ci_low"] <= r["recall"] <= r["recall_ci_high"]
+    assert (out / "metrics.csv").read_text().startswith("strategy,k,recall")
+    with Image.open(out / "recall_at_k.png") as img:
+        assert img.size[0] > 400
+    as_json = json.loads(
+        run_cli(
+            "evaluate",
+            "--json",
+            "--k",
+            "10",
+            "--strategy",
+            "random",
+            "--split",
+            "random",
+            home=embedded_copy,
+            check=True,
+        ).stdout
+    )
+    assert as_json["split"] == "random" and len(as_json["metrics"]) == 1
+
+
+def test_held_out_events_are_hidden_from_the_profile(embedded_copy):
+    with Workspace(Settings(home=embedded_copy)) as ws:
+        rec = Recommender(ws, use_index=False, log=None)
+        ids = rec.space().ids
+        tulip_ids = [int(i) for i, lab in zip(ids, rec.space().labels, strict=True) if lab == "tulip"]
+        # a user whose last view is the item a profile of their first views ranks first
+        history = [ev_(i, n) for n, i in enumerate(tulip_ids[:5])]
+        top = rec.recommend_for_history(history, 1, describe=False).items[0].item_id
+        split = ev.temporal_split({"u": history + [ev_(top, 99)]}, last_n=1)
+        report = ev.evaluate(rec, split, ["average"], [1], bootstrap=50)
+    assert report.strategies[0].per_user["recall@1"] == [1.0]
+
+
+def test_too_small_logs_give_a_clear_message(embedded_copy):
+    line = one_line_error(run_cli("evaluate", home=embedded_copy))
+    assert "too small to evaluate" in line
