@@ -234,13 +234,25 @@ def ingest(
     progress: bool = True,
     on_problem=None,
 ) -> IngestReport:
-    """Add every new entry of a catalogue to the workspace; see the module docstring."""
+    """Add every new entry of a folder or CSV catalogue to the workspace."""
+    entries, problems = read_catalog(path)
+    return ingest_entries(workspace, entries, problems, progress=progress, on_problem=on_problem)
+
+
+def ingest_entries(
+    workspace,
+    entries: list[CatalogEntry],
+    problems: list[tuple[str, str]] = (),
+    *,
+    progress: bool = True,
+    on_problem=None,
+) -> IngestReport:
+    """Fetch, validate, shrink and store every entry whose key is not in the workspace yet."""
     from tqdm import tqdm
 
     from recsys import store
 
     settings = workspace.settings
-    entries, problems = read_catalog(path)
     report = IngestReport()
     for where, reason in problems:
         _problem(report, on_problem, where, reason)

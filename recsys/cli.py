@@ -141,6 +141,38 @@ def ingest(settings: Settings, path: str, max_side, workers, as_json: bool, quie
         raise RecsysError(f"{path}: nothing could be ingested")
 
 
+@cli.command("ingest-movielens")
+@click.argument("folder", type=click.Path())
+@click.option(
+    "--like-threshold", type=float, default=4.0, show_default=True, help="Ratings >= this are likes."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_settings_options
+def ingest_movielens_cmd(
+    settings: Settings, folder: str, like_threshold: float, as_json: bool, quiet: bool
+) -> None:
+    """Load your MovieLens copy: movies with a poster as items, ratings as view/like events."""
+    from recsys.movielens import ingest_movielens
+
+    report = ingest_movielens(
+        _open(settings),
+        folder,
+        like_threshold=like_threshold,
+        progress=not quiet and not as_json,
+        on_problem=lambda w, r: click.echo(f"skipped {w}: {r}", err=True),
+    )
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        click.echo(
+            f"{report.movies_with_poster} of {report.movies} movies have a poster "
+            f"({report.items_added} new items); "
+            f"{report.ratings_on_posters} of {report.ratings} ratings are on them: "
+            f"{report.events_stored} events stored, {report.events_already_present} already present"
+        )
+
+
 @cli.command()
 @click.option("--batch-size", type=int, help="Images per inference batch and per commit [64].")
 @click.option("--limit", type=int, help="Embed at most this many items (then stop).")
