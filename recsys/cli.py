@@ -573,12 +573,39 @@ def _write_evaluation(report, out: Path) -> None:
     plot_recall(report, out / "recall_at_k.png")
 
 
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
+@click.option("--threads", type=int, default=8, show_default=True, help="Worker threads (waitress).")
+@click.option("--debug", is_flag=True, help="Flask's development server with the debugger.")
+@_settings_options
+def serve_cmd(settings: Settings, host: str, port: int, threads: int, debug: bool) -> None:
+    """Serve the "more like your history" page and its JSON API."""
+    _serve(settings, host, port, threads, debug)
+
+
+def _serve(settings: Settings, host: str, port: int, threads: int = 8, debug: bool = False) -> None:
+    from web import create_app
+
+    app = create_app({"RECSYS_SETTINGS": settings})
+    app.extensions["recsys"]["recommender"].space()  # load vectors and index before the first visitor
+    click.echo(f"serving recsys on http://{host}:{port}/  (Ctrl+C stops)", err=False)
+    if debug:
+        app.run(host=host, port=port, debug=True, use_reloader=False)
+    else:
+        import waitress
+
+        waitress.serve(app, host=host, port=port, threads=threads, ident="recsys")
+
+
 @cli.command()
 @click.option("--catalog", type=click.Path(exists=True), help="Catalogue to use instead of data/.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--serve/--no-serve", default=True, show_default=True, help="Start the web page at the end.")
+@click.option("--port", type=int, default=8000, show_default=True, help="Port of the web page.")
 @_settings_options
-def demo(settings: Settings, catalog, quiet: bool) -> None:
-    """Ingest and embed the bundled photos, then show a few similar-item lists."""
+def demo(settings: Settings, catalog, quiet: bool, serve: bool, port: int) -> None:
+    """Ingest and embed the bundled photos, show similar items and recommendations, then serve."""
     from recsys.catalog import ingest as run_ingest
     from recsys.embedders.runner import embed_missing
     from recsys.evaluate import knn_accuracy as measure
@@ -629,6 +656,12 @@ def demo(settings: Settings, catalog, quiet: bool) -> None:
         for n, r in enumerate(result.items, 1)
     ]
     click.echo(_table(rows, ["rank", "score", "key", "label", "because you viewed"]))
+    from recsys.simulate import SimulationConfig, simulate
+
+    sim = simulate(ws, SimulationConfig(users=40, events_per_user=20, seed=0), progress=False)
+    click.echo(f"\nsimulated {sim['users']} users ({sim['stored']} new events; synthetic) for the web page")
+    if serve:
+        _serve(settings, "127.0.0.1", port)
 
 
 def main() -> None:
