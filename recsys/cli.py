@@ -335,7 +335,8 @@ def index_cmd(settings: Settings, factory, memory_gb, show: bool, as_json: bool)
 @cli.command("recommend")
 @click.option("--user", required=True, help="User key.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many items.")
-@click.option("--strategy", default="average", show_default=True, help="average, popular or random.")
+@click.option("--strategy", default="average", show_default=True, help="average, two-tower, popular, random.")
+@click.option("--model-version", type=int, help="Two-tower version (default: the latest).")
 @click.option("--diversify", is_flag=True, help="Re-rank with maximal marginal relevance.")
 @click.option("--lambda", "mmr_lambda", type=float, help="MMR relevance weight, 0..1 [0.7].")
 @click.option("--label", "labels", multiple=True, help="Only items with this label (repeatable).")
@@ -346,6 +347,7 @@ def index_cmd(settings: Settings, factory, memory_gb, show: bool, as_json: bool)
 def recommend_cmd(
     settings: Settings,
     user,
+    model_version,
     k,
     strategy,
     diversify,
@@ -368,6 +370,7 @@ def recommend_cmd(
         labels=labels,
         exclude_labels=exclude_labels,
         half_life_days=half_life,
+        model_version=model_version,
     )
     if as_json:
         _emit_json(result.as_dict())
@@ -419,6 +422,57 @@ def cluster_cmd(settings: Settings, k, show: bool, as_json: bool) -> None:
             for c in summary
         ]
         click.echo(_table(rows, ["cluster", "size", "purity", "labels"]))
+
+
+@cli.command("train")
+@click.option("--epochs", type=int, help="Most epochs (early stopping on validation recall@10) [20].")
+@click.option("--dim", type=int, help="Tower output dimension [64].")
+@click.option("--val-fraction", type=float, help="Share of latest events used for early stopping [0.1].")
+@click.option("--holdout", type=float, help="Share of latest events never trained on, for `evaluate` [0].")
+@click.option("--batch-size", "train_batch", type=int, help="Examples per batch [512].")
+@click.option("--user-ids", is_flag=True, help="Also learn a user-id embedding.")
+@click.option(
+    "--continue", "warm", is_flag=True, help="Fine-tune the latest model on the logs as they are now."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_settings_options
+def train_cmd(
+    settings: Settings,
+    holdout,
+    epochs,
+    dim,
+    val_fraction,
+    train_batch,
+    user_ids: bool,
+    warm: bool,
+    as_json: bool,
+) -> None:
+    """Train the two-tower model on the interaction logs; saves a new version."""
+    import dataclasses
+
+    from recsys.twotower import TwoTowerConfig, train
+
+    given = {
+        "epochs": epochs,
+        "dim": dim,
+        "val_fraction": val_fraction,
+        "batch_size": train_batch,
+        "holdout": holdout,
+    }
+    config = dataclasses.replace(TwoTowerConfig(), **{k: v for k, v in given.items() if v is not None})
+    if user_ids:
+        config = dataclasses.replace(config, user_ids=True)
+    for name in ("val_fraction", "holdout"):
+        if not 0 <= getattr(config, name) < 1:
+            raise RecsysError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(config, name)}")
+    report = train(_open(settings), config, warm_start=warm, log=lambda m: click.echo(m, err=as_json))
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        click.echo(
+            f"saved two-tower v{report.version} in {report.path} ({report.seconds:.1f} s, "
+            f"best epoch {report.best_epoch})"
+        )
 
 
 # --- simulation and evaluation --------------------------------------------------------------
@@ -501,8 +555,20 @@ def evaluate_cmd(
         chosen = ev.temporal_split(history, fraction=holdout, last_n=last_n, min_events=min_events)
     else:
         chosen = ev.random_split(history, fraction=holdout, seed=seed, min_events=min_events)
-    names = list(strategies) or [s for s in STRATEGIES if s != "popular"] + ["popular"]
+    names = list(strategies) or [
+        s for s in ("average", "two-tower", "popular", "random") if s in rec.strategies()
+    ]
     names = sorted(set(names), key=names.index)
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise RecsysError(f"unknown strategy {unknown[0]!r}; use one of {', '.join(STRATEGIES)}")
+    if "two-tower" in names:
+        problem = _two_tower_leak(ws, split, holdout, last_n, min_events)
+        if problem and strategies:
+            raise RecsysError(problem)
+        if problem:
+            names.remove("two-tower")
+            click.echo(f"note: two-tower left out: {problem}", err=True)
     report = ev.evaluate(
         rec,
         chosen,
@@ -556,6 +622,33 @@ def evaluate_cmd(
         click.echo(f"embeddings: 1-NN same-label accuracy {report.embeddings['accuracy']:.4f}")
     if out_dir:
         click.echo(f"wrote {out_dir}/metrics.json, metrics.csv, recall_at_k.png")
+
+
+def _two_tower_leak(ws, split: str, holdout: float, last_n, min_events: int) -> str | None:
+    """Why evaluating the latest two-tower on this split would score it on its training data."""
+    from recsys.twotower import latest_version
+
+    latest = latest_version(ws)
+    if latest is None:
+        return "no two-tower model yet (recsys train)"
+    params = latest.params or {}
+    same = (
+        split == "temporal"
+        and last_n is None
+        and params.get("split") == "temporal"
+        and abs(params.get("holdout", -1) - holdout) < 1e-9
+        and params.get("min_events") == min_events
+        and not params.get("warm_start_from")
+    )
+    if same:
+        return None
+    return (
+        f"two-tower v{latest.version} was trained with holdout={params.get('holdout')}, "
+        f"min_events={params.get('min_events')}"
+        f"{', warm-started' if params.get('warm_start_from') else ''}; "
+        "this split would include events it trained on: `recsys train --holdout H` with the evaluation's "
+        "--holdout H and --min-events"
+    )
 
 
 def _write_evaluation(report, out: Path) -> None:

@@ -330,6 +330,7 @@ def evaluate(
                 popularity=popularity,
                 seed=seed * 1_000_003 + n,
                 describe=False,
+                user=user,
             )
             ranked = [r.item_id for r in listing.items]
             relevant = split.test[user]

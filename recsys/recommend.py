@@ -22,7 +22,7 @@ from recsys.index import ItemIndex, exact_search
 from recsys.interactions import Event, RecordReport, record
 from recsys.profiles import history_weights, profile_vector
 
-STRATEGIES = ("average", "popular", "random")
+STRATEGIES = ("average", "popular", "random", "two-tower")
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,14 @@ class VectorSpace:
     """
 
     def __init__(
-        self, ids: np.ndarray, matrix: np.ndarray, labels: Sequence[str | None], center: np.ndarray
+        self,
+        ids: np.ndarray,
+        matrix: np.ndarray,
+        labels: Sequence[str | None],
+        center: np.ndarray,
+        name: str = "",
     ) -> None:
+        self.name = name
         self.ids = np.asarray(ids, dtype=np.int64)
         self.matrix = matrix
         self.labels = np.asarray(labels, dtype=object)
@@ -241,6 +247,7 @@ class Recommender:
         self.use_index = use_index
         self.log = log
         self._space: VectorSpace | None = None
+        self._towers: dict[int, VectorSpace] = {}
 
     # -- vectors and index ------------------------------------------------------------------
 
@@ -256,10 +263,46 @@ class Recommender:
             else:
                 center = raw.mean(axis=0) if len(raw) else np.zeros(raw.shape[1:], np.float32)
             matrix = center_and_normalise(raw, center) if len(raw) else raw
-            self._space = VectorSpace(ids, matrix, [labels.get(int(i)) for i in ids], center)
+            self._space = VectorSpace(ids, matrix, [labels.get(int(i)) for i in ids], center, self.model)
             if self.use_index and len(ids):
                 self._space.index = self._fresh_index(self._space, saved)
         return self._space
+
+    def tower_space(self, version: int | None = None) -> VectorSpace:
+        """Item-tower vectors of a two-tower version (default: the latest) with their own index."""
+        from recsys.twotower import TowerServer, latest_version
+
+        if version is None:
+            latest = latest_version(self.workspace)
+            if latest is None:
+                raise RecsysError("no two-tower model yet: run `recsys train`")
+            version = latest.version
+        if version not in self._towers:
+            server = TowerServer(self.workspace, version)
+            with self.workspace.session() as session:
+                ids, raw = store.load_embeddings(session, server.base_model)
+                labels = dict(session.execute(select(store.Item.id, store.Item.label)).all())
+            vectors = server.item_vectors(ids, raw)
+            space = VectorSpace(
+                ids,
+                vectors,
+                [labels.get(int(i)) for i in ids],
+                np.zeros(vectors.shape[1], np.float32),
+                server.name,
+            )
+            space.server, space.raw = server, raw
+            if self.use_index and len(ids):
+                saved = ItemIndex.load(self.workspace.settings.index_dir, server.name)
+                space.index = self._fresh_index(space, saved)
+            self._towers[version] = space
+        return self._towers[version]
+
+    def strategies(self) -> list[str]:
+        """The strategies this workspace can serve now (two-tower once a model is trained)."""
+        from recsys.twotower import latest_version
+
+        names = [s for s in STRATEGIES if s != "two-tower"]
+        return names + ["two-tower"] if latest_version(self.workspace) is not None else names
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         space = self.space()
@@ -282,9 +325,9 @@ class Recommender:
         if index is not None and index.meta.center is None:
             index = None
         if index is None:
-            self._notice(f"no usable {self.model} index on disk: building one")
+            self._notice(f"no usable {space.name} index on disk: building one")
             return self.build_index(space=space)
-        status = index.status(space.ids, self.model)
+        status = index.status(space.ids, space.name)
         if status.state == "fresh":
             return index
         if status.state == "stale-add":
@@ -306,7 +349,7 @@ class Recommender:
         index = ItemIndex.build(
             space.ids,
             space.matrix,
-            model=self.model,
+            model=space.name,
             factory=factory or settings.index_factory,
             memory_budget_gb=settings.index_memory_gb,
             center=space.center,
@@ -372,6 +415,7 @@ class Recommender:
         exclude_labels: Sequence[str] | None = None,
         half_life_days: float | None = None,
         require_user: bool = False,
+        model_version: int | None = None,
     ) -> RecommendationList:
         """Top-``k`` unseen items for ``user``, each explained by the history item nearest to it.
 
@@ -391,6 +435,8 @@ class Recommender:
             labels=labels,
             exclude_labels=exclude_labels,
             half_life_days=half_life_days,
+            user=user,
+            model_version=model_version,
         )
         result.user = user
         return result
@@ -409,6 +455,8 @@ class Recommender:
         popularity: dict[int, float] | None = None,
         seed: int | None = None,
         describe: bool = True,
+        user: str | None = None,
+        model_version: int | None = None,
     ) -> RecommendationList:
         """``recommend`` for a given history of (item id, event, weight, ts), not the stored one.
 
@@ -430,16 +478,22 @@ class Recommender:
         if strategy == "random":
             result.items = finish(self._random(k, seen, allowed, seed))
             return result
-        query = None
+        query, space = None, None
         if strategy == "average":
             query, _ = self._profile_from_events(events, half_life_days)
+            space = self.space() if query is not None else None
+        elif strategy == "two-tower" and events:
+            space = self.tower_space(model_version)
+            rows = space.rows(sorted(seen))
+            if len(rows):
+                query = space.server.user_vector(user, space.raw[rows])
         if query is None:
             result.cold_start = strategy != "popular"
             if result.cold_start:
                 result.notes.append("no usable history yet: showing the most popular items, then the newest")
             result.items = finish(self._popular_hits(k, seen, allowed, popularity))
             return result
-        hits, because = rank(self._require_space(), query, k, seen, allowed, diversify, lam)
+        hits, because = rank(space, query, k, seen, allowed, diversify, lam)
         result.items = finish(hits, because=because)
         return result
 

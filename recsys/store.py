@@ -96,6 +96,21 @@ class Interaction(Base):
     event_key: Mapped[str | None] = mapped_column(String(128), unique=True)
 
 
+class ModelVersion(Base):
+    """One trained model (e.g. a two-tower version): where its files are and how well it did."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("kind", "version", name="uq_models_kind_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    base_model: Mapped[str] = mapped_column(String(64), nullable=False)
+    path: Mapped[str] = mapped_column(String(512), nullable=False)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # --- engine and migrations -------------------------------------------------------------------
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

@@ -1,0 +1,465 @@
+"""Two-tower retrieval model (TensorFlow Recommenders), fine-tuned on the interaction logs.
+
+Item tower: a small MLP over the frozen 1280-d image embedding, plus a learned item-id embedding
+whose row 0 is the out-of-vocabulary bucket, so an item added after training still gets a vector
+from its pixels alone. User tower: an MLP over the mean image embedding of the user's history,
+plus an optional user-id embedding (row 0 again for users unseen in training). Both outputs are
+L2-normalised; the loss is TFRS's in-batch softmax retrieval task with a temperature and
+accidental hits removed.
+
+Training examples are "history before an event -> the event's item", in time order. The latest
+events of each user are held out for validation with the same temporal split ``recsys evaluate``
+uses (recorded with the model), so an evaluation on that split does not see its own answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from recsys import store
+from recsys.errors import RecsysError
+
+KIND = "two-tower"
+
+
+@dataclass
+class TwoTowerConfig:
+    """Hyper-parameters (stored with each model version).
+
+    Attributes:
+        dim: Output dimension of both towers.
+        hidden: Width of each tower's hidden layer.
+        epochs: Most epochs; training stops earlier when validation recall@10 stops improving.
+        patience: Epochs without improvement before stopping.
+        batch_size: Examples per batch (the in-batch negatives).
+        learning_rate: Adam step size.
+        temperature: Softmax temperature of the retrieval task.
+        item_ids: Learn an item-id embedding beside the image MLP.
+        user_ids: Learn a user-id embedding beside the history MLP.
+        logq: Correct the in-batch softmax for how often each item appears as a negative
+            (popular items would otherwise be pushed down just for being popular).
+        history_length: Most recent distinct items a history keeps.
+        holdout: Share of each user's latest events kept out of training entirely, for an honest
+            `recsys evaluate` on the same temporal split (0: production, train on everything).
+        val_fraction: Share of each user's latest remaining events used for early stopping.
+        min_events: Users with fewer events are training-only (as in the evaluation split).
+        seed: Seed of initialisation and shuffling.
+    """
+
+    dim: int = 64
+    hidden: int = 256
+    epochs: int = 20
+    patience: int = 3
+    batch_size: int = 512
+    learning_rate: float = 0.003
+    temperature: float = 0.1
+    item_ids: bool = True
+    user_ids: bool = False
+    logq: bool = True
+    history_length: int = 50
+    holdout: float = 0.0
+    val_fraction: float = 0.1
+    min_events: int = 3
+    seed: int = 0
+
+
+@dataclass
+class TrainReport:
+    version: int
+    path: str
+    epochs_run: int
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    examples: int = 0
+    val_examples: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- the model -----------------------------------------------------------------------------
+
+
+def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
+    """A ``tfrs.Model`` over a frozen image table (row 0 = padding / unknown, rows 1.. = items)."""
+    import tensorflow as tf
+    import tensorflow_recommenders as tfrs
+    import tf_keras as keras
+
+    n_items = image_table.shape[0] - 1
+
+    class TwoTower(tfrs.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image_table = tf.constant(image_table, dtype=tf.float32)
+            self.item_mlp = keras.Sequential(
+                [keras.layers.Dense(config.hidden, activation="relu"), keras.layers.Dense(config.dim)],
+                name="item_mlp",
+            )
+            self.user_mlp = keras.Sequential(
+                [keras.layers.Dense(config.hidden, activation="relu"), keras.layers.Dense(config.dim)],
+                name="user_mlp",
+            )
+            self.item_id = (
+                keras.layers.Embedding(n_items + 1, config.dim, name="item_id") if config.item_ids else None
+            )
+            self.user_id = (
+                keras.layers.Embedding(n_users + 1, config.dim, name="user_id") if config.user_ids else None
+            )
+            self.task = tfrs.tasks.Retrieval(temperature=config.temperature, remove_accidental_hits=True)
+
+        def item_tower(self, image_vectors, id_rows):
+            x = self.item_mlp(image_vectors)
+            if self.item_id is not None:
+                x = x + self.item_id(id_rows)
+            return tf.math.l2_normalize(x, axis=-1)
+
+        def user_tower(self, mean_history, user_rows):
+            x = self.user_mlp(mean_history)
+            if self.user_id is not None:
+                x = x + self.user_id(user_rows)
+            return tf.math.l2_normalize(x, axis=-1)
+
+        def history_mean(self, history_rows):
+            vectors = tf.gather(self.image_table, history_rows)  # (B, H, 1280); row 0 is zeros
+            count = tf.reduce_sum(tf.cast(history_rows > 0, tf.float32), axis=1, keepdims=True)
+            return tf.reduce_sum(vectors, axis=1) / tf.maximum(count, 1.0)
+
+        def compute_loss(self, features, training=False):
+            users = self.user_tower(self.history_mean(features["history"]), features["user"])
+            items = self.item_tower(tf.gather(self.image_table, features["item"]), features["item"])
+            probability = features["probability"] if config.logq else None
+            return self.task(
+                users,
+                items,
+                candidate_ids=features["item"],
+                candidate_sampling_probability=probability,
+                compute_metrics=False,
+            )
+
+    model = TwoTower()
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+    # build every layer once so weights exist (for saving, loading and warm starts)
+    model.item_tower(tf.zeros((1, image_table.shape[1])), tf.zeros((1,), tf.int32))
+    model.user_tower(tf.zeros((1, image_table.shape[1])), tf.zeros((1,), tf.int32))
+    return model
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Vocabulary:
+    """Item ids -> rows 1..n of the image table; user keys -> rows 1..m (0: unknown)."""
+
+    item_ids: np.ndarray
+    users: list[str]
+
+    def item_rows(self, ids) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        pos = np.searchsorted(self.item_ids, ids)
+        pos = np.minimum(pos, len(self.item_ids) - 1)
+        return np.where(self.item_ids[pos] == ids, pos + 1, 0).astype(np.int32)
+
+    def user_row(self, user: str) -> int:
+        if not hasattr(self, "_user_index"):
+            self._user_index = {u: i + 1 for i, u in enumerate(self.users)}
+        return self._user_index.get(user, 0)
+
+
+def make_examples(train: dict[str, list], vocab: Vocabulary, history_length: int) -> dict[str, np.ndarray]:
+    """(history rows, user row, target item row) for every event after a user's first."""
+    histories, users, items = [], [], []
+    for user, events in train.items():
+        rows = vocab.item_rows([e[0] for e in events])
+        seen: list[int] = []
+        for row in rows:
+            if row == 0:
+                continue
+            if seen and row not in seen[-history_length:]:
+                hist = seen[-history_length:]
+                histories.append(hist + [0] * (history_length - len(hist)))
+                users.append(vocab.user_row(user))
+                items.append(row)
+            if row not in seen:
+                seen.append(row)
+    items_arr = np.array(items, dtype=np.int32)
+    counts = np.bincount(items_arr, minlength=len(vocab.item_ids) + 1) if len(items_arr) else np.zeros(1)
+    return {
+        "history": np.array(histories, dtype=np.int32).reshape(-1, history_length),
+        "user": np.array(users, dtype=np.int32),
+        "item": items_arr,
+        "probability": (counts[items_arr] / max(len(items_arr), 1)).astype(np.float32),
+    }
+
+
+def recall_at_k(model, vocab: Vocabulary, train: dict, test: dict, k: int = 10) -> float:
+    """Exact recall@k over the whole catalogue, training items excluded (as the evaluation does)."""
+    import tensorflow as tf
+
+    users = sorted(test)
+    if not users:
+        return float("nan")
+    table = model.image_table
+    all_rows = np.arange(1, len(vocab.item_ids) + 1, dtype=np.int32)
+    items = model.item_tower(tf.gather(table, all_rows), all_rows).numpy()
+    hist = np.zeros((len(users), table.shape[1]), dtype=np.float32)
+    raw = table.numpy()
+    for n, user in enumerate(users):
+        rows = vocab.item_rows([e[0] for e in train.get(user, [])])
+        rows = rows[rows > 0]
+        if len(rows):
+            hist[n] = raw[np.unique(rows)].mean(axis=0)
+    user_rows = np.array([vocab.user_row(u) for u in users], dtype=np.int32)
+    user_vecs = model.user_tower(hist, user_rows).numpy()
+    scores = user_vecs @ items.T
+    total = 0.0
+    for n, user in enumerate(users):
+        seen = vocab.item_rows([e[0] for e in train.get(user, [])])
+        scores[n, seen[seen > 0] - 1] = -np.inf
+        top = np.argpartition(-scores[n], k)[:k] + 1
+        relevant = vocab.item_rows(list(test[user]))
+        total += len(set(top.tolist()) & set(relevant[relevant > 0].tolist())) / len(test[user])
+    return total / len(users)
+
+
+# --- training, saving, loading -------------------------------------------------------------
+
+
+def model_dir(workspace, version: int) -> Path:
+    return workspace.settings.models_dir / KIND / f"v{version}"
+
+
+def latest_version(workspace) -> store.ModelVersion | None:
+    with workspace.session() as s:
+        return s.scalar(
+            select(store.ModelVersion)
+            .where(store.ModelVersion.kind == KIND)
+            .order_by(store.ModelVersion.version.desc())
+        )
+
+
+def get_version(workspace, version: int | None) -> store.ModelVersion:
+    if version is None:
+        found = latest_version(workspace)
+        if found is None:
+            raise RecsysError("no two-tower model yet: run `recsys train`")
+        return found
+    with workspace.session() as s:
+        found = s.scalar(
+            select(store.ModelVersion).where(
+                store.ModelVersion.kind == KIND, store.ModelVersion.version == version
+            )
+        )
+    if found is None:
+        raise RecsysError(f"no two-tower model version {version}")
+    return found
+
+
+def train(
+    workspace,
+    config: TwoTowerConfig | None = None,
+    *,
+    warm_start: bool = False,
+    log: Callable[[str], None] = print,
+) -> TrainReport:
+    """Train (or with ``warm_start`` fine-tune the latest) two-tower model; save a new version."""
+    import tensorflow as tf
+
+    from recsys.evaluate import load_history, temporal_split
+
+    config = config or TwoTowerConfig()
+    start = time.perf_counter()
+    base_model = workspace.settings.model
+    with workspace.session() as s:
+        ids, raw = store.load_embeddings(s, base_model)
+    if len(ids) < 2:
+        raise RecsysError(f"train needs embedded items: run `recsys embed` (model {base_model})")
+    history = load_history(workspace)
+    if config.holdout > 0:  # the evaluation's held-out events: never trained on, never used to stop
+        history_for_training = temporal_split(
+            history, fraction=config.holdout, min_events=config.min_events
+        ).train
+    else:
+        history_for_training = history
+    if config.val_fraction > 0:
+        split = temporal_split(
+            history_for_training, fraction=config.val_fraction, min_events=config.min_events
+        )
+        train_events, test = split.train, split.test
+    else:
+        train_events, test = history_for_training, {}
+    vocab = Vocabulary(ids, sorted(history))
+    examples = make_examples(train_events, vocab, config.history_length)
+    if len(examples["item"]) < config.batch_size // 4:
+        raise RecsysError(
+            f"too few interactions to train on ({len(examples['item'])} examples): "
+            "record more, or `recsys simulate`"
+        )
+    image_table = np.vstack([np.zeros((1, raw.shape[1]), np.float32), raw]).astype(np.float32)
+    tf.keras.utils.set_random_seed(config.seed)
+    model = build_model(image_table, len(vocab.users), config)
+    previous = latest_version(workspace) if warm_start else None
+    if warm_start and previous is None:
+        raise RecsysError("--continue needs a trained model: run `recsys train` first")
+    if previous is not None:
+        _warm_start(model, vocab, workspace, previous, log)
+
+    ds = (
+        tf.data.Dataset.from_tensor_slices(examples)
+        .shuffle(len(examples["item"]), seed=config.seed, reshuffle_each_iteration=True)
+        .batch(config.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    log(
+        f"training on {len(examples['item'])} examples from {len(train_events)} users, {len(ids)} items; "
+        f"validating on {len(test)} users' latest events"
+    )
+    best, best_epoch, best_weights, rows = -1.0, 0, None, []
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        fit = model.fit(ds, epochs=1, verbose=0)
+        loss = float(fit.history["loss"][-1])
+        recall = recall_at_k(model, vocab, train_events, test) if test else float("nan")
+        rows.append(
+            {
+                "epoch": epoch,
+                "loss": round(loss, 4),
+                "val_recall@10": round(recall, 4),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        log(f"epoch {epoch}: loss {loss:.4f}  val recall@10 {recall:.4f}  ({rows[-1]['seconds']} s)")
+        if not test or recall > best:
+            best, best_epoch, best_weights = recall, epoch, model.get_weights()
+        elif epoch - best_epoch >= config.patience:
+            log(f"early stop: no improvement for {config.patience} epochs (best epoch {best_epoch})")
+            break
+    model.set_weights(best_weights)
+    report = TrainReport(
+        0, "", len(rows), best_epoch, rows, 0.0, len(examples["item"]), sum(len(v) for v in test.values())
+    )
+    report.version, report.path = _save(workspace, model, vocab, config, base_model, report, previous)
+    report.seconds = time.perf_counter() - start
+    with workspace.session() as s, s.begin():
+        row = s.scalar(
+            select(store.ModelVersion).where(
+                store.ModelVersion.kind == KIND, store.ModelVersion.version == report.version
+            )
+        )
+        row.metrics = {**(row.metrics or {}), "train_seconds": round(report.seconds, 1)}
+    return report
+
+
+def _warm_start(model, vocab: Vocabulary, workspace, previous: store.ModelVersion, log) -> None:
+    """Copy the previous version's tower weights, and id rows of items/users both vocabularies know."""
+    old, old_vocab, _ = load(workspace, previous.version)
+    model.item_mlp.set_weights(old.item_mlp.get_weights())
+    model.user_mlp.set_weights(old.user_mlp.get_weights())
+    for layer, old_layer, new_keys, old_keys in (
+        (model.item_id, old.item_id, list(vocab.item_ids), list(old_vocab.item_ids)),
+        (model.user_id, old.user_id, vocab.users, old_vocab.users),
+    ):
+        if layer is None or old_layer is None:
+            continue
+        weights, old_weights = layer.get_weights()[0], old_layer.get_weights()[0]
+        weights[0] = old_weights[0]
+        index = {k: i + 1 for i, k in enumerate(old_keys)}
+        for i, key in enumerate(new_keys):
+            if key in index:
+                weights[i + 1] = old_weights[index[key]]
+        layer.set_weights([weights])
+    log(f"warm start from two-tower v{previous.version}")
+
+
+def _save(workspace, model, vocab, config, base_model, report, previous) -> tuple[int, str]:
+    """Weights + vocabulary into a new version folder (written aside, then renamed), then the registry row."""
+    with workspace.session() as s:
+        version = (
+            s.scalar(select(func.max(store.ModelVersion.version)).where(store.ModelVersion.kind == KIND)) or 0
+        ) + 1
+    final = model_dir(workspace, version)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_weights(str(tmp / "weights.weights.h5"))
+    np.save(tmp / "item_ids.npy", vocab.item_ids)
+    (tmp / "users.json").write_text(json.dumps(vocab.users))
+    (tmp / "config.json").write_text(json.dumps(asdict(config)))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    best = report.history[report.best_epoch - 1] if report.history else {}
+    with workspace.session() as s, s.begin():
+        s.add(
+            store.ModelVersion(
+                kind=KIND,
+                version=version,
+                base_model=base_model,
+                path=str(final.relative_to(workspace.home)),
+                params={
+                    **asdict(config),
+                    "split": "temporal",
+                    "warm_start_from": previous.version if previous else None,
+                },
+                metrics={
+                    "val_recall@10": best.get("val_recall@10"),
+                    "best_epoch": report.best_epoch,
+                    "epochs": report.history,
+                    "examples": report.examples,
+                },
+            )
+        )
+    return version, str(final)
+
+
+def load(workspace, version: int | None = None):
+    """(model, vocabulary, registry row) of a saved version (default: the latest)."""
+    row = get_version(workspace, version)
+    folder = workspace.home / row.path
+    if not (folder / "weights.weights.h5").is_file():
+        raise RecsysError(f"two-tower v{row.version}: model files missing in {folder}")
+    config = TwoTowerConfig(**json.loads((folder / "config.json").read_text()))
+    vocab = Vocabulary(np.load(folder / "item_ids.npy"), json.loads((folder / "users.json").read_text()))
+    with workspace.session() as s:
+        ids, raw = store.load_embeddings(s, row.base_model)
+    rows = vocab.item_rows(ids)
+    table = np.zeros((len(vocab.item_ids) + 1, raw.shape[1] if len(raw) else 1280), np.float32)
+    table[rows[rows > 0]] = raw[rows > 0]
+    model = build_model(table, len(vocab.users), config)
+    model.load_weights(str(folder / "weights.weights.h5"))
+    return model, vocab, row
+
+
+class TowerServer:
+    """Serving side of one version: item vectors for every embedded item, user vectors on demand.
+
+    Items unknown to the version (added after training) get their vector from pixels alone (the
+    out-of-vocabulary id row), so they are served without retraining.
+    """
+
+    def __init__(self, workspace, version: int | None = None) -> None:
+        self.model, self.vocab, self.row = load(workspace, version)
+        self.name = f"{KIND}-v{self.row.version}"
+        self.base_model = self.row.base_model
+
+    def item_vectors(self, ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        rows = self.vocab.item_rows(ids)
+        out = []
+        for start in range(0, len(ids), 4096):
+            out.append(self.model.item_tower(raw[start : start + 4096], rows[start : start + 4096]).numpy())
+        return np.vstack(out) if out else np.zeros((0, self.model.item_mlp.layers[-1].units), np.float32)
+
+    def user_vector(self, user: str | None, history_raw: np.ndarray) -> np.ndarray:
+        mean = history_raw.mean(axis=0, keepdims=True).astype(np.float32)
+        row = np.array([self.vocab.user_row(user) if user else 0], dtype=np.int32)
+        return self.model.user_tower(mean, row).numpy()[0]
