@@ -280,6 +280,15 @@ def train(
 
     config = config or TwoTowerConfig()
     start = time.perf_counter()
+    previous = latest_version(workspace) if warm_start else None
+    if warm_start and previous is None:
+        raise RecsysError("--continue needs a trained model: run `recsys train` first")
+    if previous is not None:  # weights only carry over into the same architecture
+        import dataclasses
+
+        shape = {k: previous.params[k] for k in ("dim", "hidden", "item_ids", "user_ids", "history_length")}
+        config = dataclasses.replace(config, **shape)
+
     base_model = workspace.settings.model
     with workspace.session() as s:
         ids, raw = store.load_embeddings(s, base_model)
@@ -309,9 +318,6 @@ def train(
     image_table = np.vstack([np.zeros((1, raw.shape[1]), np.float32), raw]).astype(np.float32)
     tf.keras.utils.set_random_seed(config.seed)
     model = build_model(image_table, len(vocab.users), config)
-    previous = latest_version(workspace) if warm_start else None
-    if warm_start and previous is None:
-        raise RecsysError("--continue needs a trained model: run `recsys train` first")
     if previous is not None:
         _warm_start(model, vocab, workspace, previous, log)
 

@@ -1,0 +1,141 @@
+"""Two-tower: a small real training run on the bundled catalogue with simulated interactions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from recsys import store
+from recsys.catalog import ingest
+from recsys.embedders.runner import embed_missing
+from recsys.evaluate import load_history, temporal_split
+from recsys.index import ItemIndex
+from recsys.recommend import Recommender
+from recsys.settings import Settings
+from recsys.simulate import SimulationConfig, simulate
+from recsys.twotower import TwoTowerConfig, load, recall_at_k, train
+from recsys.workspace import Workspace
+from tests.conftest import BUNDLED, one_line_error, run_cli
+
+SMALL = TwoTowerConfig(epochs=2, patience=5, batch_size=64, dim=32, hidden=64, val_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def trained_home(tmp_path_factory, embedded_home):
+    home = tmp_path_factory.mktemp("tt") / "home"
+    shutil.copytree(embedded_home, home)
+    with Workspace(Settings(home=home)) as ws:
+        simulate(ws, SimulationConfig(users=150, events_per_user=20, seed=3), progress=False)
+        report = train(ws, SMALL, log=lambda m: None)
+    assert report.version == 1 and report.epochs_run == 2
+    return home
+
+
+def test_training_logs_epochs_and_registers_a_version(trained_home):
+    with Workspace(Settings(home=trained_home)) as ws, ws.session() as s:
+        row = s.scalar(select(store.ModelVersion))
+    assert row.kind == "two-tower" and row.version == 1 and row.base_model == "efficientnet-lite0"
+    assert [e["epoch"] for e in row.metrics["epochs"]] == [1, 2]
+    assert all(np.isfinite(e["loss"]) for e in row.metrics["epochs"])
+    assert row.params["dim"] == 32 and row.params["split"] == "temporal"
+    assert (trained_home / row.path / "weights.weights.h5").is_file()
+
+
+def test_tower_shapes_and_saved_model_round_trip(trained_home):
+    import tensorflow as tf
+
+    with Workspace(Settings(home=trained_home)) as ws:
+        model, vocab, _ = load(ws)
+        again, _, _ = load(ws)
+        with ws.session() as s:
+            ids, raw = store.load_embeddings(s, "efficientnet-lite0")
+    rows = vocab.item_rows(ids)
+    items = model.item_tower(raw, rows).numpy()
+    assert items.shape == (200, 32)
+    np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(items, again.item_tower(raw, rows).numpy(), atol=1e-6)
+    user = model.user_tower(tf.constant(raw[:5].mean(axis=0, keepdims=True)), tf.constant([0])).numpy()
+    assert user.shape == (1, 32)
+
+
+def test_validation_recall_beats_random(trained_home):
+    with Workspace(Settings(home=trained_home)) as ws:
+        model, vocab, row = load(ws)
+        split = temporal_split(load_history(ws), fraction=0.2, min_events=3)
+    recall = recall_at_k(model, vocab, split.train, split.test)
+    chance = np.mean([10 / (200 - len({e[0] for e in split.train[u]})) for u in split.test])
+    assert recall > 1.5 * chance, (recall, chance)
+    assert row.metrics["val_recall@10"] > chance
+
+
+def test_serving_through_faiss_and_the_new_item_path(trained_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(trained_home, home)
+    with Workspace(Settings(home=home)) as ws:
+        rec = Recommender(ws, log=None)
+        assert "two-tower" in rec.strategies()
+        user = "sim-3-00007"
+        seen = {h.key for h in rec.history(user)}
+        result = rec.recommend(user, 10, strategy="two-tower")
+        assert len(result.items) == 10 and not seen & {r.key for r in result.items}
+        assert all(r.because in seen for r in result.items)
+        assert ItemIndex.load(ws.settings.index_dir, "two-tower-v1").meta.count == 200
+        # an item added after training gets a vector from pixels alone (OOV id row)
+        extra = tmp_path / "new" / "daisy"
+        extra.mkdir(parents=True)
+        shutil.copy(next((BUNDLED / "daisy").glob("*.jpg")), extra / "late-daisy.jpg")
+        ingest(ws, extra.parent, progress=False)
+        embed_missing(ws, progress=False)
+        fresh = Recommender(ws, log=None)
+        space = fresh.tower_space()
+        assert len(space.ids) == 201
+        assert ItemIndex.load(ws.settings.index_dir, "two-tower-v1").meta.count == 201
+        with ws.session() as s:
+            new_id = s.scalar(select(store.Item.id).where(store.Item.key == "daisy/late-daisy"))
+        vector = space.matrix[space.rows([new_id])[0]]
+        assert np.isfinite(vector).all() and abs(np.linalg.norm(vector) - 1) < 1e-5
+        fresh.record("late-fan", "daisy/late-daisy")
+        assert fresh.recommend("late-fan", 5, strategy="two-tower").items
+
+
+def test_cli_train_continue_recommend_and_evaluate_guard(trained_home, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(trained_home, home)
+    report = json.loads(
+        run_cli(
+            "train", "--continue", "--epochs", "1", "--batch-size", "64", "--json", home=home, check=True
+        ).stdout
+    )
+    assert report["version"] == 2 and report["epochs_run"] == 1
+    with Workspace(Settings(home=home)) as ws, ws.session() as s:
+        v2 = s.scalar(select(store.ModelVersion).where(store.ModelVersion.version == 2))
+    assert v2.params["warm_start_from"] == 1
+    out = json.loads(
+        run_cli(
+            "recommend",
+            "--user",
+            "sim-3-00001",
+            "--strategy",
+            "two-tower",
+            "--model-version",
+            "1",
+            "--json",
+            home=home,
+            check=True,
+        ).stdout
+    )
+    assert out["strategy"] == "two-tower" and len(out["items"]) == 10
+    guarded = run_cli("evaluate", "--k", "10", "--quiet", home=home, check=True)
+    assert "two-tower left out" in guarded.stderr and "two-tower" not in guarded.stdout.split("@10")[1]
+    line = one_line_error(run_cli("evaluate", "--strategy", "two-tower", home=home))
+    assert "holdout" in line
+    line = one_line_error(
+        run_cli(
+            "recommend", "--user", "sim-3-00001", "--strategy", "two-tower", "--model-version", "9", home=home
+        )
+    )
+    assert "no two-tower model version 9" in line
