@@ -553,7 +553,7 @@ class Recommender:
         return item_id, space.matrix[rows[0]]
 
     def similar(self, item: str | np.ndarray, k: int = 10) -> list[Recommendation]:
-        """The ``k`` items nearest to an item key (itself excluded) or to a query vector."""
+        """The ``k`` items nearest to an item key (itself excluded) or to a raw model vector."""
         if k < 1:
             raise RecsysError(f"k must be at least 1, got {k}")
         space = self._require_space()
@@ -567,6 +567,7 @@ class Recommender:
                 raise RecsysError(
                     f"query vector has shape {query.shape}, expected ({space.matrix.shape[1]},)"
                 )
+            query = space.transform(query)  # a raw model vector, like those the store keeps
         return self._describe(retrieve(space, query, k, exclude))
 
     def similar_to_image(self, data: bytes, k: int = 10) -> list[Recommendation]:

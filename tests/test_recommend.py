@@ -123,6 +123,9 @@ def test_similar_excludes_the_item_and_prefers_its_label(ws):
 
 
 def test_index_is_persisted_and_staleness_is_detected(ws, tmp_path):
+    import shutil
+
+    shutil.rmtree(ws.settings.index_dir, ignore_errors=True)  # start from no index at all
     log = io.StringIO()
     rec = Recommender(ws, log=log)
     rec.similar(keys("rose", 1)[0], 3)

@@ -98,6 +98,7 @@ def test_upload_limits_and_visual_search(client):
     photo = sorted((BUNDLED / "rose").glob("*.jpg"))[2]
     hit = client.post("/api/search?k=3", data={"image": (photo.open("rb"), "rose.jpg", "image/jpeg")})
     assert hit.status_code == 200 and hit.get_json()["similar"][0]["key"] == f"rose/{photo.stem}"
+    assert hit.get_json()["similar"][0]["score"] > 0.99
     text = client.post("/api/search", data={"image": (io.BytesIO(b"hello"), "a.txt", "text/plain")})
     assert text.status_code == 415 and text.is_json
     liar = client.post("/api/search", data={"image": (io.BytesIO(b"hello"), "a.jpg", "image/jpeg")})
