@@ -164,6 +164,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--index", default="auto", help="Index type built before serving (recsys index).")
+    parser.add_argument("--workers", type=int, default=1, help="recsys serve --workers.")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--client", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,9 +180,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         build_workspace(home, args.items, args.users)
+        subprocess.run(
+            [sys.executable, "-m", "recsys.cli", "index", "--index", args.index, "--home", str(home)],
+            check=True,
+            capture_output=True,
+        )
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, "-m", "recsys.cli", "serve", "--home", str(home), "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "recsys.cli",
+                "serve",
+                "--home",
+                str(home),
+                "--port",
+                str(port),
+                "--workers",
+                str(args.workers),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -223,7 +241,13 @@ def main() -> None:
                 )
             )
     results = data["results"]
-    out: dict = {"clients": args.clients, "seconds": args.seconds, "items": args.items}
+    out: dict = {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "items": args.items,
+        "index": args.index,
+        "workers": args.workers,
+    }
     for kind in ("recommend", "event"):
         times = [t for k, t, _ in results if k == kind]
         out[kind] = {

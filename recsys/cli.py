@@ -669,26 +669,61 @@ def _write_evaluation(report, out: Path) -> None:
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
-@click.option("--threads", type=int, default=8, show_default=True, help="Worker threads (waitress).")
+@click.option("--threads", type=int, default=8, show_default=True, help="Threads per worker process.")
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes: 1 runs waitress; more run gunicorn, so Python uses every core.",
+)
 @click.option("--debug", is_flag=True, help="Flask's development server with the debugger.")
 @_settings_options
-def serve_cmd(settings: Settings, host: str, port: int, threads: int, debug: bool) -> None:
+def serve_cmd(settings: Settings, host: str, port: int, threads: int, workers: int, debug: bool) -> None:
     """Serve the "more like your history" page and its JSON API."""
-    _serve(settings, host, port, threads, debug)
+    _serve(settings, host, port, threads, debug, workers)
 
 
-def _serve(settings: Settings, host: str, port: int, threads: int = 8, debug: bool = False) -> None:
-    from web import create_app
+def _serve(
+    settings: Settings, host: str, port: int, threads: int = 8, debug: bool = False, workers: int = 1
+) -> None:
+    def make_app():
+        import faiss
 
-    app = create_app({"RECSYS_SETTINGS": settings})
-    app.extensions["recsys"]["recommender"].space()  # load vectors and index before the first visitor
-    click.echo(f"serving recsys on http://{host}:{port}/  (Ctrl+C stops)", err=False)
+        from web import create_app
+
+        # Concurrency comes from request threads; OpenMP inside each search would oversubscribe cores.
+        faiss.omp_set_num_threads(1)
+        app = create_app({"RECSYS_SETTINGS": settings})
+        app.extensions["recsys"]["recommender"].space()  # load vectors and index before the first visitor
+        return app
+
+    click.echo(f"serving recsys on http://{host}:{port}/  (Ctrl+C stops)")
     if debug:
-        app.run(host=host, port=port, debug=True, use_reloader=False)
+        make_app().run(host=host, port=port, debug=True, use_reloader=False)
+    elif workers > 1:
+        from gunicorn.app.base import BaseApplication
+
+        class Gunicorn(BaseApplication):
+            def load_config(self) -> None:
+                options = {
+                    "bind": f"{host}:{port}",
+                    "workers": workers,
+                    "threads": threads,
+                    "worker_class": "gthread",
+                    "accesslog": None,
+                }
+                for key, value in options.items():
+                    self.cfg.set(key, value)
+
+            def load(self):
+                return make_app()
+
+        Gunicorn().run()
     else:
         import waitress
 
-        waitress.serve(app, host=host, port=port, threads=threads, ident="recsys")
+        waitress.serve(make_app(), host=host, port=port, threads=threads, ident="recsys")
 
 
 @cli.command()

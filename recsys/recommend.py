@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -37,7 +37,14 @@ class Recommendation:
     because: str | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {
+            "item_id": self.item_id,
+            "key": self.key,
+            "score": self.score,
+            "label": self.label,
+            "title": self.title,
+            "because": self.because,
+        }
 
 
 @dataclass
@@ -594,8 +601,16 @@ class Recommender:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def _item_info(self, session, item_ids: set[int]) -> dict[int, tuple[str, str | None, str | None]]:
+        """(key, label, title) by id; items are cached per process (they change rarely)."""
+        cache = self.__dict__.setdefault("_info_cache", {})
+        missing = [i for i in item_ids if i not in cache]
+        if missing:
+            cache.update(self._load_item_info(session, set(missing)))
+        return {i: cache[i] for i in item_ids if i in cache}
+
     @staticmethod
-    def _item_info(session, item_ids: set[int]) -> dict[int, tuple[str, str | None, str | None]]:
+    def _load_item_info(session, item_ids: set[int]) -> dict[int, tuple[str, str | None, str | None]]:
         info: dict[int, tuple] = {}
         ids = list(item_ids)
         for start in range(0, len(ids), 500):

@@ -289,15 +289,19 @@ def retry_on_busy(fn, attempts: int = 8, first_delay: float = 0.05):
 
 def user_history(session: Session, user_key: str) -> list[tuple[int, str, float | None, datetime]] | None:
     """(item id, event, weight, ts) of a user's events, oldest first; None for an unknown user."""
-    user_id = session.scalar(select(User.id).where(User.key == user_key))
-    if user_id is None:
+    rows = (
+        session.connection()
+        .execute(
+            select(User.id, Interaction.item_id, Interaction.event, Interaction.weight, Interaction.ts)
+            .join(Interaction, Interaction.user_id == User.id, isouter=True)
+            .where(User.key == user_key)
+            .order_by(Interaction.ts, Interaction.id)
+        )
+        .all()
+    )
+    if not rows:
         return None
-    rows = session.execute(
-        select(Interaction.item_id, Interaction.event, Interaction.weight, Interaction.ts)
-        .where(Interaction.user_id == user_id)
-        .order_by(Interaction.ts, Interaction.id)
-    ).all()
-    return [(r[0], r[1], r[2], as_utc(r[3])) for r in rows]
+    return [(r[1], r[2], r[3], as_utc(r[4])) for r in rows if r[1] is not None]
 
 
 def as_utc(ts: datetime) -> datetime:
