@@ -482,11 +482,20 @@ def train_cmd(
 @click.option("--users", type=int, default=100, show_default=True, help="Simulated users.")
 @click.option("--events-per-user", type=int, default=30, show_default=True, help="Events per user.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed: same logs).")
+@click.option("--zipf", type=float, help="Popularity skew inside a label (Zipf exponent) [0.8].")
+@click.option("--visual-temperature", type=float, help="Sharpness of visual tastes; 0: none [0.05].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_settings_options
 def simulate_cmd(
-    settings: Settings, users: int, events_per_user: int, seed: int, as_json: bool, quiet: bool
+    settings: Settings,
+    users: int,
+    events_per_user: int,
+    seed: int,
+    zipf: float | None,
+    visual_temperature: float | None,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Write SYNTHETIC interaction logs for a labelled catalogue (for demos and tests)."""
     from recsys.simulate import SimulationConfig, simulate
@@ -495,7 +504,16 @@ def simulate_cmd(
         raise RecsysError("--users and --events-per-user must be at least 1")
     result = simulate(
         _open(settings),
-        SimulationConfig(users=users, events_per_user=events_per_user, seed=seed),
+        SimulationConfig(
+            users=users,
+            events_per_user=events_per_user,
+            seed=seed,
+            **{
+                k: v
+                for k, v in {"zipf": zipf, "visual_temperature": visual_temperature}.items()
+                if v is not None
+            },
+        ),
         progress=not quiet and not as_json,
     )
     if as_json:

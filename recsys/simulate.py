@@ -45,9 +45,9 @@ class SimulationConfig:
     seed: int = 0
     concentration: float = 0.3
     drift: float = 0.15
-    zipf: float = 1.1
+    zipf: float = 0.8
     session_length: float = 6.0
-    visual_temperature: float = 0.1
+    visual_temperature: float = 0.05
     start: datetime = datetime(2024, 1, 1, tzinfo=UTC)
 
 
