@@ -62,9 +62,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     lock = threading.Lock()
 
     def rec() -> Recommender:
-        if recommender._space is None:
-            with lock:  # load vectors and index once, not once per concurrent request
-                recommender.space()
+        with lock:  # the first request loads vectors and index; the others wait, not repeat it
+            recommender.space()
         return recommender
 
     app.extensions["recsys"] = {"workspace": workspace, "recommender": recommender}
@@ -215,15 +214,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/api/health")
     def health():
+        model = recommender.model
         with workspace.session() as s:
             items = s.scalar(select(func.count()).select_from(store.Item))
             embedded = s.scalar(
-                select(func.count()).select_from(store.Embedding).where(store.Embedding.model == r_model())
+                select(func.count()).select_from(store.Embedding).where(store.Embedding.model == model)
             )
-        return jsonify(status="ok", items=items, embedded=embedded, model=r_model())
-
-    def r_model() -> str:
-        return recommender.model
+        return jsonify(status="ok", items=items, embedded=embedded, model=model)
 
     @app.get("/api/users/<user>/recommendations")
     def api_recommendations(user: str):
