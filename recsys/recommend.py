@@ -508,16 +508,26 @@ class Recommender:
         """Items by total event weight, then newest first: the cold-start list."""
         return self._describe(self._popular_hits(k, exclude or set(), allowed, None))
 
+    #: Seconds a popularity count is reused: a GROUP BY over every event is too dear per request.
+    POPULARITY_TTL = 30.0
+
     def popularity(self) -> dict[int, float]:
-        """Total event weight of each item over all stored interactions."""
+        """Total event weight of each item over all stored interactions (at most 30 s old)."""
+        import time
+
         from recsys.interactions import EVENT_WEIGHTS
 
+        cached = self.__dict__.get("_popularity")
+        if cached is not None and time.monotonic() - cached[0] < self.POPULARITY_TTL:
+            return cached[1]
         weight = func.coalesce(store.Interaction.weight, _event_weight_case(EVENT_WEIGHTS))
         with self.workspace.session() as session:
             rows = session.execute(
                 select(store.Interaction.item_id, func.sum(weight)).group_by(store.Interaction.item_id)
             ).all()
-        return {int(i): float(w) for i, w in rows}
+        counts = {int(i): float(w) for i, w in rows}
+        self._popularity = (time.monotonic(), counts)
+        return counts
 
     def catalogue(self) -> list[tuple[int, str | None, datetime | None]]:
         """(id, label, created) of every item, newest first: loaded once per Recommender."""
