@@ -684,6 +684,32 @@ def _write_evaluation(report, out: Path) -> None:
     plot_recall(report, out / "recall_at_k.png")
 
 
+@cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def doctor_cmd(settings: Settings, as_json: bool) -> None:
+    """Check the workspace (schema, image files, embeddings, index, models) and say how to repair it."""
+    from recsys import store
+    from recsys.doctor import diagnose
+
+    ws = _open(settings, migrate=False)
+    if store.current_revision(ws.engine) is None:
+        raise RecsysError(
+            f"{settings.database_url}: no recsys schema here; run `recsys db upgrade` or ingest"
+        )
+    findings = diagnose(ws)
+    if as_json:
+        _emit_json([f.as_dict() for f in findings])
+    else:
+        for f in findings:
+            click.echo(f"{'ok ' if f.ok else 'BAD'}  {f.check:15s} {f.detail}")
+            if not f.ok:
+                click.echo(f"     repair: {f.repair}")
+    problems = [f for f in findings if not f.ok]
+    if problems:
+        raise RecsysError(f"{len(problems)} problem(s) found")
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")

@@ -1,0 +1,52 @@
+"""recsys doctor: finds each kind of damage and names the repair; changes nothing."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import delete, select
+
+from recsys import store
+from recsys.settings import Settings
+from recsys.workspace import Workspace
+from tests.conftest import one_line_error, run_cli
+
+
+def test_healthy_workspace_passes(embedded_copy):
+    proc = run_cli("doctor", "--json", home=embedded_copy, check=True)
+    findings = {f["check"]: f for f in json.loads(proc.stdout)}
+    assert all(f["ok"] for f in findings.values()), findings
+    assert set(findings) == {"schema", "image files", "embeddings", "vector sizes", "index", "trained models"}
+
+
+def test_each_kind_of_damage_is_found_with_its_repair(embedded_copy):
+    run_cli("index", home=embedded_copy, check=True)
+    with Workspace(Settings(home=embedded_copy)) as ws:
+        with ws.session() as s, s.begin():
+            rel = s.scalar(select(store.Item.image_path).where(store.Item.id == 5))
+            s.execute(delete(store.Embedding).where(store.Embedding.item_id == 7))
+            s.add(
+                store.ModelVersion(
+                    kind="two-tower", version=1, base_model="efficientnet-lite0", path="models/two-tower/v1"
+                )
+            )
+        ws.image_file(rel).unlink()
+    before = (embedded_copy / "recsys.db").stat().st_size
+    proc = run_cli("doctor", home=embedded_copy)
+    assert "4 problem(s) found" in one_line_error(proc)
+    out = proc.stdout
+    assert "BAD  image files     1 of 200 items have no image file" in out
+    assert "BAD  embeddings      1 of 200 items have no efficientnet-lite0 embedding" in out
+    assert "no longer have embeddings" in out and "repair: recsys index" in out
+    assert "repair: recsys embed --model efficientnet-lite0" in out
+    assert "BAD  trained models  1 two-tower version(s), 1 with missing files (v1)" in out
+    assert (embedded_copy / "recsys.db").stat().st_size == before  # diagnosis changes nothing
+
+    index_file = embedded_copy / "indexes" / "efficientnet-lite0.faiss"
+    index_file.write_bytes(b"junk")
+    findings = {f["check"]: f for f in json.loads(run_cli("doctor", "--json", home=embedded_copy).stdout)}
+    assert findings["index"]["ok"] is False and "damaged" in findings["index"]["detail"]
+
+
+def test_a_folder_without_a_schema_is_reported(tmp_path):
+    assert "no recsys schema" in one_line_error(run_cli("doctor", home=tmp_path / "empty"))
