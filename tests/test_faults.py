@@ -32,32 +32,28 @@ def _rows(db: Path, sql: str):
 
 
 def test_kill_during_ingest_then_rerun_stores_everything_once(tmp_path):
+    # 1,000 photos (the bundled 200 under five names each), so the job runs long enough to be killed
+    catalog = tmp_path / "catalog"
+    for photo in BUNDLED.rglob("*.jpg"):
+        (catalog / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        for n in range(5):
+            shutil.copy(photo, catalog / photo.parent.name / f"{photo.stem}-{n}.jpg")
     home = tmp_path / "home"
-    cli = [
-        sys.executable,
-        "-m",
-        "recsys.cli",
-        "ingest",
-        str(BUNDLED),
-        "--home",
-        str(home),
-        "--quiet",
-        "--workers",
-        "1",
-    ]
+    cli = [sys.executable, "-m", "recsys.cli", "ingest", str(catalog), "--home", str(home), "--quiet"]
+    cli += ["--workers", "1"]
     images = home / "images"
-    _kill_when(cli, lambda: images.exists() and sum(1 for _ in images.rglob("*.jpg")) >= 20)
+    _kill_when(cli, lambda: images.exists() and any(images.iterdir()))
     rerun = subprocess.run(cli, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     db = home / "recsys.db"
-    assert _rows(db, "SELECT count(*), count(DISTINCT key) FROM items") == [(200, 200)]
+    assert _rows(db, "SELECT count(*), count(DISTINCT key) FROM items") == [(1000, 1000)]
     missing = [p for (p,) in _rows(db, "SELECT image_path FROM items") if not (images / p).is_file()]
     assert missing == []
     assert not list(
         images.rglob("*.tmp")
     )  # a half-written image was never renamed into place... or was removed
     again = subprocess.run(cli, capture_output=True, text=True, timeout=300)
-    assert "0 new item(s), 200 already present" in again.stdout
+    assert "0 new item(s), 1000 already present" in again.stdout
 
 
 def test_kill_during_training_then_rerun_makes_one_clean_version(tmp_path, embedded_home):
