@@ -31,7 +31,15 @@ CSV_COLUMNS = ("key", "image", "label", "title")
 
 
 class BadImage(Exception):
-    """One image could not be used; the message is the reason shown to the user."""
+    """One image could not be used; the message is the reason shown to the user.
+
+    ``decodable`` is False when the bytes are not a picture at all (empty, unknown format,
+    corrupt), as opposed to a picture refused for its size.
+    """
+
+    def __init__(self, reason: str, *, decodable: bool = True) -> None:
+        super().__init__(reason)
+        self.decodable = decodable
 
 
 @dataclass(frozen=True)
@@ -171,7 +179,7 @@ def fetch(source: str, timeout: float = 20.0, retries: int = 3) -> bytes:
 def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> bytes:
     """Validate encoded image bytes and return them as an RGB JPEG no larger than ``max_side``."""
     if not data:
-        raise BadImage("empty file")
+        raise BadImage("empty file", decodable=False)
     if len(data) > MAX_DOWNLOAD_BYTES:
         raise BadImage(f"file larger than {MAX_DOWNLOAD_BYTES // 2**20} MB")
     try:
@@ -191,11 +199,11 @@ def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> b
     except BadImage:
         raise
     except UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised format)") from None
+        raise BadImage("not an image (unrecognised format)", decodable=False) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(f"decompression bomb: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImage(f"corrupt or truncated image: {exc}") from None
+        raise BadImage(f"corrupt or truncated image: {exc}", decodable=False) from None
     image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "P", "PA"):
         image = image.convert("RGBA")

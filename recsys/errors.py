@@ -7,3 +7,7 @@ class RecsysError(Exception):
 
 class NotFound(RecsysError):
     """An item, user or model that the workspace does not hold."""
+
+
+class NotAnImage(RecsysError):
+    """Bytes that do not decode as a picture (the web answers 415 Unsupported Media Type)."""

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from recsys import store
-from recsys.errors import NotFound, RecsysError
+from recsys.errors import NotAnImage, NotFound, RecsysError
 from recsys.index import ItemIndex, exact_search
 from recsys.interactions import Event, RecordReport, record
 from recsys.profiles import history_weights, profile_vector
@@ -255,6 +255,9 @@ class Recommender:
         self.log = log
         self._space: VectorSpace | None = None
         self._towers: dict[int, VectorSpace] = {}
+        self._items: list[tuple[int, str | None, datetime | None]] | None = None
+        self._info_cache: dict[int, tuple[str, str | None, str | None]] = {}
+        self._popularity: tuple[float, dict[int, float]] | None = None
 
     # -- vectors and index ------------------------------------------------------------------
 
@@ -517,9 +520,8 @@ class Recommender:
 
         from recsys.interactions import EVENT_WEIGHTS
 
-        cached = self.__dict__.get("_popularity")
-        if cached is not None and time.monotonic() - cached[0] < self.POPULARITY_TTL:
-            return cached[1]
+        if self._popularity is not None and time.monotonic() - self._popularity[0] < self.POPULARITY_TTL:
+            return self._popularity[1]
         weight = func.coalesce(store.Interaction.weight, _event_weight_case(EVENT_WEIGHTS))
         with self.workspace.session() as session:
             rows = session.execute(
@@ -531,7 +533,7 @@ class Recommender:
 
     def catalogue(self) -> list[tuple[int, str | None, datetime | None]]:
         """(id, label, created) of every item, newest first: loaded once per Recommender."""
-        if getattr(self, "_items", None) is None:
+        if self._items is None:
             with self.workspace.session() as session:
                 rows = session.execute(select(store.Item.id, store.Item.label, store.Item.created_at)).all()
             self._items = sorted(rows, key=lambda r: (r[2] or datetime.min, r[0]), reverse=True)
@@ -595,7 +597,7 @@ class Recommender:
         try:
             jpeg = prepare_image(data, settings.max_side, settings.max_pixels)
         except BadImage as exc:
-            raise RecsysError(str(exc)) from None
+            raise (RecsysError if exc.decodable else NotAnImage)(str(exc)) from None
         vector = self.workspace.embedder(self.model).embed_bytes(jpeg)
         return self.similar(vector, k)
 
@@ -613,11 +615,10 @@ class Recommender:
 
     def _item_info(self, session, item_ids: set[int]) -> dict[int, tuple[str, str | None, str | None]]:
         """(key, label, title) by id; items are cached per process (they change rarely)."""
-        cache = self.__dict__.setdefault("_info_cache", {})
-        missing = [i for i in item_ids if i not in cache]
+        missing = [i for i in item_ids if i not in self._info_cache]
         if missing:
-            cache.update(self._load_item_info(session, set(missing)))
-        return {i: cache[i] for i in item_ids if i in cache}
+            self._info_cache.update(self._load_item_info(session, set(missing)))
+        return {i: self._info_cache[i] for i in item_ids if i in self._info_cache}
 
     @staticmethod
     def _load_item_info(session, item_ids: set[int]) -> dict[int, tuple[str, str | None, str | None]]:

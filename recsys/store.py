@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,7 +173,9 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
+@functools.cache
 def head_revision() -> str:
+    """The newest migration (read once per process: the scripts do not change while it runs)."""
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 

@@ -20,7 +20,7 @@ from sqlalchemy import desc, func, select
 from werkzeug.exceptions import HTTPException
 
 from recsys import store
-from recsys.errors import NotFound, RecsysError
+from recsys.errors import NotAnImage, NotFound, RecsysError
 from recsys.recommend import STRATEGIES, Recommender
 from recsys.settings import Settings
 from recsys.workspace import Workspace
@@ -117,7 +117,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(RecsysError)
     def bad_input(exc: RecsysError):
-        status = 415 if "not an image" in str(exc) or "corrupt" in str(exc) else 400
+        status = 415 if isinstance(exc, NotAnImage) else 400
         if wants_json():
             return jsonify(error="Bad Request", message=str(exc), status=status), status
         return render_template("error.html", code=status, message=str(exc)), status

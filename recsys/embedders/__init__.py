@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.errors import RecsysError
+from recsys.errors import NotAnImage, RecsysError
 
 INPUT_SIZE = 224
 EMBEDDING_DIM = 1280
@@ -91,7 +91,7 @@ class Embedder:
         try:
             image = decode_image(tf.constant(data))
         except tf.errors.InvalidArgumentError:
-            raise RecsysError("not a decodable image") from None
+            raise NotAnImage("not a decodable image") from None
         return self.embed(image[None])[0]
 
 
