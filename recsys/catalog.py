@@ -265,7 +265,7 @@ def ingest_entries(
     for where, reason in problems:
         _problem(report, on_problem, where, reason)
     with workspace.session() as session:
-        present = store.existing_item_keys(session, (e.key for e in entries))
+        present = set(store.item_ids(session, (e.key for e in entries)))
     todo = [e for e in entries if e.key not in present]
     report.already_present = len(entries) - len(todo)
 

@@ -34,9 +34,12 @@ def _settings_options(fn):
 
 
 def _open(settings: Settings, migrate: bool = True):
+    """The command's workspace; its connections are closed when the command ends (also in-process)."""
     from recsys.workspace import Workspace
 
-    return Workspace(settings, migrate=migrate)
+    workspace = Workspace(settings, migrate=migrate)
+    click.get_current_context().call_on_close(workspace.close)
+    return workspace
 
 
 def _emit_json(data) -> None:
@@ -175,18 +178,50 @@ def ingest_movielens_cmd(
 
 @cli.command()
 @click.option("--batch-size", type=int, help="Images per inference batch and per commit [64].")
-@click.option("--limit", type=int, help="Embed at most this many items (then stop).")
+@click.option("--limit", type=int, help="Embed at most this many items (then stop; local engine).")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="Run here, or on Apache Spark (needs recsys[spark] and Java).",
+)
+@click.option("--master", help="Spark master URL, e.g. local[2] or spark://host:7077 [local[*]].")
+@click.option(
+    "--input",
+    "source",
+    help="Spark: a parquet of key + path/url to read images from, instead of the image store.",
+)
+@click.option("--output", type=click.Path(), help="Spark: where the vectors parquet is written.")
+@click.option("--partitions", type=int, help="Spark: number of partitions.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_settings_options
-def embed(settings: Settings, batch_size, limit, as_json: bool, quiet: bool) -> None:
+def embed(
+    settings: Settings, batch_size, limit, engine, master, source, output, partitions, as_json, quiet
+) -> None:
     """Embed every item that has no vector for the model yet (resumable)."""
-    from recsys.embedders.runner import embed_missing
-
     ws = _open(settings.replace(batch_size=batch_size))
-    report = embed_missing(ws, limit=limit, progress=not quiet and not as_json)
-    for item_id, reason in report.failed:
-        click.echo(f"skipped item {item_id}: {reason}", err=True)
+    progress = not quiet and not as_json
+    if engine == "spark":
+        from recsys.embedders.spark import embed_with_spark
+
+        if limit is not None:
+            raise RecsysError("--limit works with the local engine only")
+
+        report = embed_with_spark(
+            ws, master=master, source=source, output=output, partitions=partitions, progress=progress
+        )
+        problems = [f"skipped {key}: {reason}" for key, reason in report.failed]
+    else:
+        if source or output or master or partitions:
+            raise RecsysError("--master, --input, --output and --partitions need --engine spark")
+        from recsys.embedders.runner import embed_missing
+
+        report = embed_missing(ws, limit=limit, progress=progress)
+        problems = [f"skipped item {item_id}: {reason}" for item_id, reason in report.failed]
+    for line in problems:
+        click.echo(line, err=True)
     if as_json:
         _emit_json(report.as_dict())
     else:

@@ -121,7 +121,7 @@ def record(workspace, events: Sequence[Event], *, strict: bool = True) -> Record
     if not good:
         return report
     with workspace.session() as session:
-        item_ids = _item_ids(session, {e.item for _, e in good})
+        item_ids = store.item_ids(session, {e.item for _, e in good})
     kept = []
     for n, e in good:
         if e.item in item_ids:
@@ -135,17 +135,6 @@ def record(workspace, events: Sequence[Event], *, strict: bool = True) -> Record
         report.stored += stored
         report.duplicates += len(kept) - stored
     return report
-
-
-def _item_ids(session, keys: set[str]) -> dict[str, int]:
-    found: dict[str, int] = {}
-    keys_list = list(keys)
-    for start in range(0, len(keys_list), 500):
-        chunk = keys_list[start : start + 500]
-        found.update(
-            session.execute(select(store.Item.key, store.Item.id).where(store.Item.key.in_(chunk))).all()
-        )
-    return found
 
 
 def _write(workspace, events: list[Event], item_ids: dict[str, int]) -> int:

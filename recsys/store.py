@@ -227,20 +227,23 @@ def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequen
     return len(session.connection().execute(statement, list(rows)).all())
 
 
-def existing_item_keys(session: Session, keys: Iterable[str]) -> set[str]:
-    keys = list(keys)
-    found: set[str] = set()
+def item_ids(session: Session, keys: Iterable[str]) -> dict[str, int]:
+    """key -> item id of the given keys that are in the catalogue (queried in chunks)."""
+    keys = list(dict.fromkeys(keys))
+    found: dict[str, int] = {}
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
-        found.update(session.scalars(select(Item.key).where(Item.key.in_(chunk))))
+        found.update(session.execute(select(Item.key, Item.id).where(Item.key.in_(chunk))).all())
     return found
 
 
-def items_missing_embedding(session: Session, model: str) -> list[tuple[int, str]]:
-    """(item id, image path) of every item without a vector for ``model``, in id order."""
+def items_missing_embedding(session: Session, model: str) -> list[tuple[int, str, str]]:
+    """(item id, key, image path) of every item without a vector for ``model``, in id order."""
     has = select(Embedding.item_id).where(Embedding.model == model)
-    rows = session.execute(select(Item.id, Item.image_path).where(Item.id.not_in(has)).order_by(Item.id))
-    return [(r[0], r[1]) for r in rows]
+    rows = session.execute(
+        select(Item.id, Item.key, Item.image_path).where(Item.id.not_in(has)).order_by(Item.id)
+    )
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def write_embeddings(session: Session, model: str, item_ids: Sequence[int], vectors: np.ndarray) -> int:

@@ -1,14 +1,23 @@
-"""Shared fixtures: real SQLite workspaces, the bundled photos, the real Lite0 model."""
+"""Shared fixtures: real database workspaces, the bundled photos, the real Lite0 model.
+
+By default every workspace keeps its tables in a SQLite file under its home. With
+``RECSYS_TEST_DB_URL`` set to a PostgreSQL URL, every workspace home gets its own fresh database
+on that server instead (named after the home folder), so the same tests run on both.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
 
 import recsys  # noqa: F401  (legacy-Keras switch before TensorFlow)
 from recsys.settings import Settings
@@ -17,10 +26,84 @@ from recsys.workspace import Workspace
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "data" / "flowers"
 SHARED = ROOT.parent / "shared"
+TEST_DB_URL = os.environ.get("RECSYS_TEST_DB_URL") or None
+ON_POSTGRES = TEST_DB_URL is not None
+_created_databases: set[str] = set()
+
+sqlite_only = pytest.mark.skipif(ON_POSTGRES, reason="about SQLite's own locking")
+
+
+def _admin(sql: str, **params) -> list:
+    engine = create_engine(TEST_DB_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            result = conn.execute(text(sql), params)
+            return result.all() if result.returns_rows else []
+    finally:
+        engine.dispose()
+
+
+def _database_name(home: Path) -> str:
+    return "recsys_t_" + hashlib.sha1(str(Path(home).resolve()).encode()).hexdigest()[:24]
+
+
+def db_url_for(home: Path) -> str | None:
+    """The database URL of the workspace at ``home``: None (its SQLite file) unless on PostgreSQL."""
+    if not ON_POSTGRES:
+        return None
+    name = _database_name(home)
+    if name not in _created_databases:
+        if not _admin("SELECT 1 FROM pg_database WHERE datname = :n", n=name):
+            _admin(f'CREATE DATABASE "{name}"')
+        _created_databases.add(name)
+    return make_url(TEST_DB_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def copy_home(src: Path, dst: Path) -> Path:
+    """A private copy of a workspace: its folder and, on PostgreSQL, its database."""
+    shutil.copytree(src, dst)
+    if ON_POSTGRES:
+        source, target = _database_name(src), _database_name(dst)
+        _admin(f'DROP DATABASE IF EXISTS "{target}"')
+        _admin(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
+        _created_databases.add(target)
+    return dst
+
+
+@contextlib.contextmanager
+def db_engine(home: Path) -> Iterator[Engine]:
+    """A plain engine on the workspace's database (SQLite or PostgreSQL), without migrating it."""
+    engine = create_engine(db_url_for(home) or f"sqlite:///{(Path(home) / 'recsys.db').resolve()}")
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def db_rows(home: Path, sql: str) -> list[tuple]:
+    """Run one read query on the workspace's database."""
+    with db_engine(home) as engine, engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(sql)).all()]
+
+
+def cli_env(home: Path | None = None, extra: dict | None = None) -> dict:
+    """Environment for a ``recsys`` subprocess: no stray RECSYS_HOME, the test database URL."""
+    env = {**os.environ, **(extra or {})}
+    env.pop("RECSYS_HOME", None)
+    if home is not None and ON_POSTGRES:
+        env["RECSYS_DB_URL"] = db_url_for(home)
+    return env
 
 
 def settings_for(home: Path, **kw) -> Settings:
-    return Settings(home=home, **kw)
+    return Settings(home=home, db_url=db_url_for(home), **kw)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_test_databases():
+    yield
+    for name in sorted(_created_databases):
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -58,17 +141,14 @@ def embedded_home(tmp_path_factory, models_cache) -> Path:
 @pytest.fixture
 def embedded_copy(tmp_path: Path, embedded_home: Path) -> Path:
     """A private copy of ``embedded_home`` that a test may change."""
-    home = tmp_path / "home"
-    shutil.copytree(embedded_home, home)
-    return home
+    return copy_home(embedded_home, tmp_path / "home")
 
 
 def run_cli(
     *args: str, home: Path | None = None, check: bool = False, timeout: float = 300, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run the real ``recsys`` console entry point in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("RECSYS_HOME", None)
+    full_env = cli_env(home, env)
     cmd = [sys.executable, "-m", "recsys.cli", *args]
     if home is not None:
         cmd += ["--home", str(home)]

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.settings import Settings
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, ROOT
+from tests.conftest import BUNDLED, ROOT, cli_env, settings_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("RECSYS_ARTIFACTS", ROOT / "artifacts"))
@@ -47,7 +46,7 @@ def server(embedded_copy):
     from recsys.recommend import Recommender
 
     # Make the cold-start grid a mix with tulips a minority: 8 popular non-tulips, then the newest.
-    with Workspace(Settings(home=embedded_copy)) as ws:
+    with Workspace(settings_for(embedded_copy)) as ws:
         rec = Recommender(ws, log=None)
         for label in ("daisy", "dandelion", "rose", "sunflower"):
             for f in sorted((BUNDLED / label).glob("*.jpg"))[:2]:
@@ -58,6 +57,7 @@ def server(embedded_copy):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env=cli_env(embedded_copy),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120

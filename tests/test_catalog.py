@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from recsys import store
 from recsys.catalog import BadImage, ingest, prepare_image, read_catalog
 from recsys.errors import RecsysError
-from tests.conftest import BUNDLED, one_line_error, run_cli
+from tests.conftest import BUNDLED, one_line_error, run_cli, settings_for
 
 
 def _count(ws, model=store.Item) -> int:
@@ -62,10 +62,9 @@ def test_folder_ingest_labels_resizes_and_is_idempotent(workspace):
 
 
 def test_max_side_shrinks_images(tmp_path):
-    from recsys.settings import Settings
     from recsys.workspace import Workspace
 
-    with Workspace(Settings(home=tmp_path / "h", max_side=64)) as ws:
+    with Workspace(settings_for(tmp_path / "h", max_side=64)) as ws:
         ingest(ws, BUNDLED / "daisy", progress=False)
         with ws.session() as s:
             rel = s.scalar(select(store.Item.image_path).limit(1))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
+
+from sqlalchemy import inspect
 
 from recsys.settings import Settings
-from tests.conftest import BUNDLED, one_line_error, run_cli
+from tests.conftest import BUNDLED, ON_POSTGRES, db_engine, db_rows, one_line_error, run_cli
 
 
 def test_similar_by_key_prints_a_table_and_json(embedded_home):
@@ -64,9 +65,10 @@ def test_db_commands_and_automatic_migration(tmp_path):
     assert "current None" in run_cli("db", "current", home=home, check=True).stdout
     head = store.head_revision()
     assert f"revision {head}" in run_cli("db", "upgrade", home=home, check=True).stdout
-    with sqlite3.connect(home / "recsys.db") as conn:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    with db_engine(home) as engine:
+        tables = set(inspect(engine).get_table_names())
+    if not ON_POSTGRES:
+        assert db_rows(home, "PRAGMA journal_mode") == [("wal",)]
     assert {"items", "embeddings", "users", "interactions", "alembic_version"} <= tables
     assert "revision None" in run_cli("db", "downgrade", "base", home=home, check=True).stdout
     # any command migrates an empty database by itself

@@ -7,9 +7,8 @@ import json
 from sqlalchemy import delete, select
 
 from recsys import store
-from recsys.settings import Settings
 from recsys.workspace import Workspace
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import db_rows, one_line_error, run_cli, settings_for
 
 
 def test_healthy_workspace_passes(embedded_copy):
@@ -21,7 +20,7 @@ def test_healthy_workspace_passes(embedded_copy):
 
 def test_each_kind_of_damage_is_found_with_its_repair(embedded_copy):
     run_cli("index", home=embedded_copy, check=True)
-    with Workspace(Settings(home=embedded_copy)) as ws:
+    with Workspace(settings_for(embedded_copy)) as ws:
         with ws.session() as s, s.begin():
             rel = s.scalar(select(store.Item.image_path).where(store.Item.id == 5))
             s.execute(delete(store.Embedding).where(store.Embedding.item_id == 7))
@@ -31,7 +30,9 @@ def test_each_kind_of_damage_is_found_with_its_repair(embedded_copy):
                 )
             )
         ws.image_file(rel).unlink()
-    before = (embedded_copy / "recsys.db").stat().st_size
+    tables = ("items", "embeddings", "models")
+    counts = "SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)
+    before = db_rows(embedded_copy, counts)
     proc = run_cli("doctor", home=embedded_copy)
     assert "4 problem(s) found" in one_line_error(proc)
     out = proc.stdout
@@ -40,7 +41,7 @@ def test_each_kind_of_damage_is_found_with_its_repair(embedded_copy):
     assert "no longer have embeddings" in out and "repair: recsys index" in out
     assert "repair: recsys embed --model efficientnet-lite0" in out
     assert "BAD  trained models  1 two-tower version(s), 1 with missing files (v1)" in out
-    assert (embedded_copy / "recsys.db").stat().st_size == before  # diagnosis changes nothing
+    assert db_rows(embedded_copy, counts) == before  # diagnosis changes nothing
 
     index_file = embedded_copy / "indexes" / "efficientnet-lite0.faiss"
     index_file.write_bytes(b"junk")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,13 +15,12 @@ from sqlalchemy import delete, func, select
 from recsys import store
 from recsys.catalog import ingest
 from recsys.embedders.runner import embed_missing
-from recsys.settings import Settings
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED
+from tests.conftest import BUNDLED, cli_env, db_rows, settings_for
 
 
 def _vectors(home):
-    with Workspace(Settings(home=home)) as ws, ws.session() as s:
+    with Workspace(settings_for(home)) as ws, ws.session() as s:
         return store.load_embeddings(s, "efficientnet-lite0")
 
 
@@ -30,7 +28,7 @@ def test_vectors_are_unit_length_1280d_and_cluster_by_label(embedded_home):
     ids, matrix = _vectors(embedded_home)
     assert matrix.shape == (200, 1280) and matrix.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
-    with Workspace(Settings(home=embedded_home)) as ws, ws.session() as s:
+    with Workspace(settings_for(embedded_home)) as ws, ws.session() as s:
         label = dict(s.execute(select(store.Item.id, store.Item.label)).all())
     labels = np.array([label[int(i)] for i in ids])
     same = labels[:, None] == labels[None, :]
@@ -39,7 +37,7 @@ def test_vectors_are_unit_length_1280d_and_cluster_by_label(embedded_home):
 
 
 def test_rerun_embeds_nothing_and_new_items_only(embedded_copy, tmp_path):
-    with Workspace(Settings(home=embedded_copy)) as ws:
+    with Workspace(settings_for(embedded_copy)) as ws:
         assert embed_missing(ws, progress=False).embedded == 0
         extra = tmp_path / "extra" / "rose"
         extra.mkdir(parents=True)
@@ -52,7 +50,7 @@ def test_rerun_embeds_nothing_and_new_items_only(embedded_copy, tmp_path):
 
 
 def test_missing_image_file_is_reported_not_fatal(embedded_copy):
-    with Workspace(Settings(home=embedded_copy)) as ws:
+    with Workspace(settings_for(embedded_copy)) as ws:
         with ws.session() as s, s.begin():
             s.execute(delete(store.Embedding).where(store.Embedding.item_id <= 3))
             rel = s.scalar(select(store.Item.image_path).where(store.Item.id == 2))
@@ -65,31 +63,26 @@ def test_missing_image_file_is_reported_not_fatal(embedded_copy):
 def test_kill_minus_9_mid_run_then_resume_completes_without_duplicates(tmp_path, embedded_home, models_cache):
     home = tmp_path / "home"
     shutil.copytree(models_cache, home / "models")
-    with Workspace(Settings(home=home)) as ws:
+    with Workspace(settings_for(home)) as ws:
         ingest(ws, BUNDLED, progress=False)
-    db = home / "recsys.db"
     cmd = [sys.executable, "-m", "recsys.cli", "embed", "--home", str(home), "--batch-size", "8", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = cli_env(home)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.time() + 240
-    done = 0
+    count = "SELECT count(*) FROM embeddings"
     while time.time() < deadline and proc.poll() is None:
-        with sqlite3.connect(db, timeout=30) as conn:
-            done = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
-        if done >= 24:
+        if db_rows(home, count)[0][0] >= 24:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "embed finished before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    with sqlite3.connect(db) as conn:
-        after_kill = conn.execute("SELECT count(*) FROM embeddings").fetchone()[0]
+    after_kill = db_rows(home, count)[0][0]
     assert 0 < after_kill < 200
     assert after_kill % 8 == 0  # only whole committed batches survive
-    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert rerun.returncode == 0, rerun.stderr
-    with sqlite3.connect(db) as conn:
-        total, distinct = conn.execute("SELECT count(*), count(DISTINCT item_id) FROM embeddings").fetchone()
-    assert total == distinct == 200
+    assert db_rows(home, "SELECT count(*), count(DISTINCT item_id) FROM embeddings") == [(200, 200)]
     ids, resumed = _vectors(home)
     ref_ids, reference = _vectors(embedded_home)
     np.testing.assert_array_equal(ids, ref_ids)

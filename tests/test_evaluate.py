@@ -14,10 +14,9 @@ from sqlalchemy import func, select
 from recsys import evaluate as ev
 from recsys import store
 from recsys.recommend import Recommender
-from recsys.settings import Settings
 from recsys.simulate import SimulationConfig, generate, simulate
 from recsys.workspace import Workspace
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import one_line_error, run_cli, settings_for
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -71,7 +70,7 @@ def test_ties_in_time_and_in_popularity_are_broken_deterministically(embedded_co
     split = ev.temporal_split({"u": [ev_(9, 0), ev_(4, 0), ev_(7, 0)]}, last_n=1)
     assert split.test == {"u": {9}} and [e[0] for e in split.train["u"]] == [4, 7]
     # Equal popularity: the newest item first, every time.
-    with Workspace(Settings(home=embedded_copy)) as ws:
+    with Workspace(settings_for(embedded_copy)) as ws:
         rec = Recommender(ws, use_index=False, log=None)
         a = rec.recommend_for_history([], 5, strategy="popular", popularity={}, describe=False)
         b = rec.recommend_for_history([], 5, strategy="popular", popularity={}, describe=False)
@@ -181,7 +180,7 @@ def test_simulator_is_deterministic_skewed_and_timed():
 
 
 def test_simulate_writes_through_the_recording_path_once(embedded_copy):
-    with Workspace(Settings(home=embedded_copy)) as ws:
+    with Workspace(settings_for(embedded_copy)) as ws:
         first = simulate(ws, SimulationConfig(users=20, events_per_user=10, seed=1), progress=False)
         again = simulate(ws, SimulationConfig(users=20, events_per_user=10, seed=1), progress=False)
         with ws.session() as s:
@@ -243,7 +242,7 @@ def test_evaluate_cli_table_files_and_ordering(embedded_copy, tmp_path):
 
 
 def test_held_out_events_are_hidden_from_the_profile(embedded_copy):
-    with Workspace(Settings(home=embedded_copy)) as ws:
+    with Workspace(settings_for(embedded_copy)) as ws:
         rec = Recommender(ws, use_index=False, log=None)
         ids = rec.space().ids
         tulip_ids = [int(i) for i, lab in zip(ids, rec.space().labels, strict=True) if lab == "tulip"]

@@ -13,8 +13,7 @@ from recsys import store
 from recsys.catalog import read_catalog
 from recsys.errors import RecsysError
 from recsys.interactions import import_csv
-from recsys.settings import Settings
-from tests.conftest import BUNDLED
+from tests.conftest import BUNDLED, copy_home, settings_for
 from web import create_app
 
 TULIP = "tulip/" + sorted((BUNDLED / "tulip").glob("*.jpg"))[0].stem
@@ -52,11 +51,10 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, embedded_home):
-    import shutil
 
     home = tmp_path_factory.mktemp("fuzz") / "home"
-    shutil.copytree(embedded_home, home)
-    app = create_app({"RECSYS_SETTINGS": Settings(home=home), "TESTING": True})
+    copy_home(embedded_home, home)
+    app = create_app({"RECSYS_SETTINGS": settings_for(home), "TESTING": True})
     yield app
     app.extensions["recsys"]["workspace"].close()
 

@@ -15,9 +15,8 @@ from recsys.embedders.runner import embed_missing
 from recsys.errors import NotFound, RecsysError
 from recsys.index import ItemIndex, choose_factory
 from recsys.recommend import Recommender
-from recsys.settings import Settings
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, one_line_error, run_cli
+from tests.conftest import BUNDLED, cli_env, one_line_error, run_cli, settings_for
 
 LABELS = ("daisy", "dandelion", "rose", "sunflower", "tulip")
 
@@ -30,7 +29,7 @@ def keys(label: str, n: int, seed: int = 0) -> list[str]:
 
 @pytest.fixture
 def ws(embedded_copy):
-    with Workspace(Settings(home=embedded_copy)) as workspace:
+    with Workspace(settings_for(embedded_copy)) as workspace:
         yield workspace
 
 
@@ -273,6 +272,7 @@ def test_concurrent_record_from_8_processes_loses_no_event(ws):
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
+            env=cli_env(ws.home),
         )
         for p in range(8)
     ]

@@ -15,11 +15,10 @@ from recsys.embedders.runner import embed_missing
 from recsys.evaluate import load_history, temporal_split
 from recsys.index import ItemIndex
 from recsys.recommend import Recommender
-from recsys.settings import Settings
 from recsys.simulate import SimulationConfig, simulate
 from recsys.twotower import TwoTowerConfig, load, recall_at_k, train
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, one_line_error, run_cli
+from tests.conftest import BUNDLED, copy_home, one_line_error, run_cli, settings_for
 
 SMALL = TwoTowerConfig(epochs=2, patience=5, batch_size=64, dim=32, hidden=64, val_fraction=0.2)
 
@@ -27,8 +26,8 @@ SMALL = TwoTowerConfig(epochs=2, patience=5, batch_size=64, dim=32, hidden=64, v
 @pytest.fixture(scope="module")
 def trained_home(tmp_path_factory, embedded_home):
     home = tmp_path_factory.mktemp("tt") / "home"
-    shutil.copytree(embedded_home, home)
-    with Workspace(Settings(home=home)) as ws:
+    copy_home(embedded_home, home)
+    with Workspace(settings_for(home)) as ws:
         simulate(ws, SimulationConfig(users=150, events_per_user=20, seed=3), progress=False)
         report = train(ws, SMALL, log=lambda m: None)
     assert report.version == 1 and report.epochs_run == 2
@@ -36,7 +35,7 @@ def trained_home(tmp_path_factory, embedded_home):
 
 
 def test_training_logs_epochs_and_registers_a_version(trained_home):
-    with Workspace(Settings(home=trained_home)) as ws, ws.session() as s:
+    with Workspace(settings_for(trained_home)) as ws, ws.session() as s:
         row = s.scalar(select(store.ModelVersion))
     assert row.kind == "two-tower" and row.version == 1 and row.base_model == "efficientnet-lite0"
     assert [e["epoch"] for e in row.metrics["epochs"]] == [1, 2]
@@ -48,7 +47,7 @@ def test_training_logs_epochs_and_registers_a_version(trained_home):
 def test_tower_shapes_and_saved_model_round_trip(trained_home):
     import tensorflow as tf
 
-    with Workspace(Settings(home=trained_home)) as ws:
+    with Workspace(settings_for(trained_home)) as ws:
         model, vocab, _ = load(ws)
         again, _, _ = load(ws)
         with ws.session() as s:
@@ -63,7 +62,7 @@ def test_tower_shapes_and_saved_model_round_trip(trained_home):
 
 
 def test_validation_recall_beats_random(trained_home):
-    with Workspace(Settings(home=trained_home)) as ws:
+    with Workspace(settings_for(trained_home)) as ws:
         model, vocab, row = load(ws)
         split = temporal_split(load_history(ws), fraction=0.2, min_events=3)
     recall = recall_at_k(model, vocab, split.train, split.test)
@@ -74,8 +73,8 @@ def test_validation_recall_beats_random(trained_home):
 
 def test_serving_through_faiss_and_the_new_item_path(trained_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(trained_home, home)
-    with Workspace(Settings(home=home)) as ws:
+    copy_home(trained_home, home)
+    with Workspace(settings_for(home)) as ws:
         rec = Recommender(ws, log=None)
         assert "two-tower" in rec.strategies()
         user = "sim-3-00007"
@@ -104,14 +103,14 @@ def test_serving_through_faiss_and_the_new_item_path(trained_home, tmp_path):
 
 def test_cli_train_continue_recommend_and_evaluate_guard(trained_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(trained_home, home)
+    copy_home(trained_home, home)
     report = json.loads(
         run_cli(
             "train", "--continue", "--epochs", "1", "--batch-size", "64", "--json", home=home, check=True
         ).stdout
     )
     assert report["version"] == 2 and report["epochs_run"] == 1
-    with Workspace(Settings(home=home)) as ws, ws.session() as s:
+    with Workspace(settings_for(home)) as ws, ws.session() as s:
         v2 = s.scalar(select(store.ModelVersion).where(store.ModelVersion.version == 2))
     assert v2.params["warm_start_from"] == 1
     out = json.loads(

@@ -9,8 +9,7 @@ from PIL import Image
 from sqlalchemy import func, select, update
 
 from recsys import store
-from recsys.settings import Settings
-from tests.conftest import BUNDLED
+from tests.conftest import BUNDLED, settings_for
 from web import MAX_UPLOAD_BYTES, create_app
 
 TULIP = "tulip/" + sorted((BUNDLED / "tulip").glob("*.jpg"))[0].stem
@@ -18,7 +17,7 @@ TULIP = "tulip/" + sorted((BUNDLED / "tulip").glob("*.jpg"))[0].stem
 
 @pytest.fixture
 def app(embedded_copy):
-    app = create_app({"RECSYS_SETTINGS": Settings(home=embedded_copy), "TESTING": True})
+    app = create_app({"RECSYS_SETTINGS": settings_for(embedded_copy), "TESTING": True})
     yield app
     app.extensions["recsys"]["workspace"].close()
 

@@ -91,9 +91,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     def item_ids_for(keys: list[str]) -> dict[str, int]:
         with workspace.session() as s:
-            return dict(
-                s.execute(select(store.Item.key, store.Item.id).where(store.Item.key.in_(keys))).all()
-            )
+            return store.item_ids(s, keys)
 
     def read_upload() -> bytes:
         upload = request.files.get("image")

@@ -66,7 +66,7 @@ def embed_missing(
     if limit is not None:
         todo = todo[:limit]
     ids, paths = [], []
-    for item_id, rel in todo:
+    for item_id, _key, rel in todo:
         path = workspace.image_file(rel)
         if path.is_file():
             ids.append(item_id)
