@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from recsys import atomic
 from recsys.errors import RecsysError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -224,14 +224,6 @@ def image_relpath(key: str) -> str:
     return f"{digest[:2]}/{digest}.jpg"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data)}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
 # --- runner ----------------------------------------------------------------------------------
 
 
@@ -279,7 +271,7 @@ def ingest_entries(
         except BadImage as exc:
             return entry, None, str(exc)
         rel = image_relpath(entry.key)
-        write_atomic(settings.images_dir / rel, jpeg)
+        atomic.write_bytes(settings.images_dir / rel, jpeg)
         return entry, rel, None
 
     pending: list[dict] = []

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select
 
-from recsys import store
+from recsys import atomic, store
 
 
 @dataclass(frozen=True)
@@ -111,6 +111,21 @@ def diagnose(workspace, model: str | None = None) -> list[Finding]:
             f"{len(versions)} two-tower version(s), {len(broken)} with missing files"
             + (f" (v{broken[0].version})" if broken else ""),
             "recsys train (a new version); older versions stay in the registry",
+        )
+    )
+    settings = workspace.settings
+    leftovers = [
+        path
+        for folder in (settings.images_dir, settings.index_dir, settings.models_dir)
+        for path in atomic.stale_temporaries(folder, recursive=True)
+    ]
+    findings.append(
+        Finding(
+            "leftovers",
+            not leftovers,
+            f"{len(leftovers)} temporary file(s) from interrupted jobs"
+            + (f", e.g. {leftovers[0].relative_to(workspace.home)}" if leftovers else ""),
+            "harmless; re-running the job (`recsys index`, `recsys train`) clears them, or delete them",
         )
     )
     return findings

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys import atomic
 from recsys.errors import RecsysError
 
 EXACT_BELOW = 50_000
@@ -240,12 +241,11 @@ class ItemIndex:
 
         index_path, meta_path = self.paths(folder, self.meta.model)
         index_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp_index = index_path.with_name(f".{index_path.name}.{os.getpid()}.tmp")
+        atomic.clear_stale(index_path.parent)  # what an earlier, killed build left behind
+        tmp_index = atomic.temporary(index_path)
         faiss.write_index(self.index, str(tmp_index))
         os.replace(tmp_index, index_path)
-        tmp_meta = meta_path.with_name(f".{meta_path.name}.{os.getpid()}.tmp")
-        tmp_meta.write_text(json.dumps(asdict(self.meta), indent=2))
-        os.replace(tmp_meta, meta_path)
+        atomic.write_text(meta_path, json.dumps(asdict(self.meta), indent=2))
 
     @classmethod
     def load(cls, folder: Path, model: str) -> ItemIndex | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from recsys import store
+from recsys import atomic, store
 from recsys.errors import RecsysError
 
 KIND = "two-tower"
@@ -395,8 +395,8 @@ def _save(workspace, model, vocab, config, base_model, report, previous) -> tupl
             s.scalar(select(func.max(store.ModelVersion.version)).where(store.ModelVersion.kind == KIND)) or 0
         ) + 1
     final = model_dir(workspace, version)
-    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    atomic.clear_stale(final.parent)  # folders of earlier, killed runs
+    tmp = atomic.temporary(final)
     tmp.mkdir(parents=True)
     model.save_weights(str(tmp / "weights.weights.h5"))
     np.save(tmp / "item_ids.npy", vocab.item_ids)

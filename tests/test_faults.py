@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,7 +12,13 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import BUNDLED, cli_env, copy_home, db_rows
+import numpy as np
+from sqlalchemy import func, insert, select
+
+from recsys import store
+from recsys.index import ItemIndex
+from recsys.workspace import Workspace
+from tests.conftest import BUNDLED, cli_env, copy_home, db_rows, settings_for
 
 
 def _kill_when(cmd: list[str], home: Path, ready, timeout: float = 240) -> list[str]:
@@ -91,3 +98,69 @@ def test_kill_during_training_then_rerun_makes_one_clean_version(tmp_path, embed
         env=cli_env(home),
     )
     assert rec.returncode == 0, rec.stderr
+
+
+def _add_synthetic_items(home: Path, n: int) -> int:
+    """``n`` extra embedded items (noisy copies of the real vectors), so an index build takes a while."""
+    with Workspace(settings_for(home)) as ws, ws.session() as s, s.begin():
+        ids, matrix = store.load_embeddings(s, "efficientnet-lite0")
+        image = s.scalar(select(store.Item.image_path).where(store.Item.id == int(ids[0])))
+        rng = np.random.default_rng(0)
+        for start in range(0, n, 5_000):
+            count = min(5_000, n - start)
+            items = [
+                {"key": f"synthetic/{start + i}", "image_path": image, "label": "synthetic"}
+                for i in range(count)
+            ]
+            s.execute(insert(store.Item), items)
+            new_ids = s.scalars(
+                select(store.Item.id).where(store.Item.key.in_([it["key"] for it in items]))
+            ).all()
+            vectors = matrix[rng.integers(0, len(matrix), count)] + rng.normal(
+                0, 0.02, (count, matrix.shape[1])
+            )
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            store.write_embeddings(s, "efficientnet-lite0", new_ids, vectors)
+        return s.scalar(select(func.count()).select_from(store.Embedding))
+
+
+def test_kill_while_the_index_file_is_written_keeps_the_old_index_then_rerun_builds_it(embedded_copy):
+    home = embedded_copy
+    base = [sys.executable, "-m", "recsys.cli"]
+    subprocess.run([*base, "index", "--home", str(home)], check=True, capture_output=True, env=cli_env(home))
+    total = _add_synthetic_items(home, 20_000)
+    indexes = home / "indexes"
+    build = [*base, "index", "--index", "HNSW32", "--home", str(home)]
+    # the moment the new index starts going to disk: the most dangerous point for the old one
+    _kill_when(build, home, lambda _: any(indexes.glob(".*.tmp")), timeout=600)
+    assert list(indexes.glob(".*.tmp")), "killed mid-write: its temporary file is left behind"
+    old = ItemIndex.load(indexes, "efficientnet-lite0")
+    assert old is not None and old.meta.count == 200  # the previous index, whole
+    doctor = {f["check"]: f for f in json.loads(run_doctor(home).stdout)}
+    assert "stale-add" in doctor["index"]["detail"] and not doctor["leftovers"]["ok"]
+    # a query brings the old index up to date by adding the new items (and clears the leftover)
+    served = subprocess.run(
+        [*base, "similar", "rose/" + sorted((BUNDLED / "rose").glob("*.jpg"))[0].stem, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env=cli_env(home),
+    )
+    assert served.returncode == 0, served.stderr  # the workspace still answers
+    db_ids = np.array(sorted(i for (i,) in db_rows(home, "SELECT item_id FROM embeddings")))
+    updated = ItemIndex.load(indexes, "efficientnet-lite0")
+    np.testing.assert_array_equal(updated.ids, db_ids)
+    assert updated.meta.factory == old.meta.factory and not list(indexes.glob(".*.tmp"))
+    rerun = subprocess.run(build, capture_output=True, text=True, timeout=600, env=cli_env(home))
+    assert rerun.returncode == 0, rerun.stderr
+    assert not list(indexes.glob(".*.tmp"))
+    rebuilt = ItemIndex.load(indexes, "efficientnet-lite0")
+    assert rebuilt.meta.factory == "HNSW32" and rebuilt.meta.count == total == 20_200
+    np.testing.assert_array_equal(rebuilt.ids, db_ids)  # every item once, none missing
+    assert rebuilt.status(db_ids, "efficientnet-lite0").state == "fresh"
+    doctor = {f["check"]: f for f in json.loads(run_doctor(home).stdout)}
+    assert doctor["index"]["ok"] and doctor["leftovers"]["ok"]
+
+
+def run_doctor(home: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "recsys.cli", "doctor", "--json", "--home", str(home)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=cli_env(home))

@@ -19,7 +19,7 @@ from flask import Flask, abort, g, jsonify, redirect, render_template, request, 
 from sqlalchemy import desc, func, select
 from werkzeug.exceptions import HTTPException
 
-from recsys import store
+from recsys import atomic, store
 from recsys.errors import NotAnImage, NotFound, RecsysError
 from recsys.recommend import STRATEGIES, Recommender
 from recsys.settings import Settings
@@ -39,9 +39,14 @@ def _secret_key(settings: Settings) -> str:
     path = Path(settings.home) / "secret_key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".secret_key.{os.getpid()}")
+        tmp = atomic.temporary(path)
         tmp.write_text(secrets.token_hex(32))
-        os.replace(tmp, path)
+        try:  # link, not rename: when two workers start at once, the first key wins for both
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 
