@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from recsys import atomic
+from recsys import atomic, store
 from recsys.errors import RecsysError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -82,14 +82,14 @@ def read_catalog(path: str | Path) -> tuple[list[CatalogEntry], list[tuple[str, 
     """Entries of a folder (sub-folder = label) or CSV, plus (where, reason) for unusable rows."""
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path), []
+        return _read_folder(path)
     if path.is_file():
         return _read_csv(path)
     raise RecsysError(f"{path}: no such folder or CSV file")
 
 
-def _read_folder(root: Path) -> list[CatalogEntry]:
-    entries = []
+def _read_folder(root: Path) -> tuple[list[CatalogEntry], list[tuple[str, str]]]:
+    entries, problems = [], []
     for file in sorted(root.rglob("*")):
         rel = file.relative_to(root)
         if any(part.startswith(".") for part in rel.parts) or not file.is_file():
@@ -98,8 +98,14 @@ def _read_folder(root: Path) -> list[CatalogEntry]:
             continue
         label = rel.parts[0] if len(rel.parts) > 1 else None
         key = rel.with_suffix("").as_posix()
+        try:
+            store.check_text(key, "key (the file's path)", store.KEY_LENGTH)
+            store.check_text(label or "", "label (the sub-folder's name)", store.LABEL_LENGTH)
+        except RecsysError as exc:
+            problems.append((str(file), str(exc)))
+            continue
         entries.append(CatalogEntry(key, str(file.resolve()), label, file.stem))
-    return entries
+    return entries, problems
 
 
 def _read_csv(csv_path: Path) -> tuple[list[CatalogEntry], list[tuple[str, str]]]:
@@ -130,17 +136,19 @@ def _read_csv(csv_path: Path) -> tuple[list[CatalogEntry], list[tuple[str, str]]
             problems.append((key, f"{where}: duplicate key in the CSV"))
             continue
         seen.add(key)
+        label, title = row.get("label", "").strip() or None, row.get("title", "").strip() or None
+        meta = {c: row[c] for c in extra if row[c] != ""}
+        try:
+            store.check_text(key, "key", store.KEY_LENGTH)
+            store.check_text(label or "", "label", store.LABEL_LENGTH)
+            for name, value in [("image", image), ("title", title or ""), *meta.items()]:
+                store.check_text(value, name)
+        except RecsysError as exc:
+            problems.append((where, str(exc)))
+            continue
         if not image.startswith(("http://", "https://")):
             image = str((csv_path.parent / image).resolve())
-        entries.append(
-            CatalogEntry(
-                key=key,
-                source=image,
-                label=row.get("label", "").strip() or None,
-                title=row.get("title", "").strip() or None,
-                meta={c: row[c] for c in extra if row[c] != ""},
-            )
-        )
+        entries.append(CatalogEntry(key=key, source=image, label=label, title=title, meta=meta))
     return entries, problems
 
 
@@ -249,8 +257,6 @@ def ingest_entries(
 ) -> IngestReport:
     """Fetch, validate, shrink and store every entry whose key is not in the workspace yet."""
     from tqdm import tqdm
-
-    from recsys import store
 
     settings = workspace.settings
     report = IngestReport()

@@ -20,7 +20,6 @@ from recsys.errors import NotFound, RecsysError
 
 #: Default weight of each event type in a profile (an explicit weight on the event wins).
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 1.5, "like": 3.0, "purchase": 5.0}
-MAX_KEY_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,10 @@ def validate(event: Event) -> Event:
     user, item = str(event.user).strip(), str(event.item).strip()
     if not user:
         raise RecsysError("empty user")
-    if len(user) > MAX_KEY_LENGTH:
-        raise RecsysError(f"user key longer than {MAX_KEY_LENGTH} characters")
+    store.check_text(user, "user key", store.LABEL_LENGTH)
     if not item:
         raise RecsysError("empty item")
+    store.check_text(item, "item key", store.KEY_LENGTH)
     kind = str(event.event or "view").strip().lower()
     if kind not in EVENT_WEIGHTS:
         raise RecsysError(f"unknown event {kind!r}; use one of {', '.join(EVENT_WEIGHTS)}")
@@ -104,6 +103,8 @@ def validate(event: Event) -> Event:
     key = event.event_key
     if key is not None and (not str(key).strip() or len(str(key)) > 128):
         raise RecsysError("event_key must be 1 to 128 characters")
+    if key is not None:
+        store.check_text(str(key), "event_key")
     return Event(user, item, kind, parse_time(event.ts), weight, key)
 
 
@@ -158,7 +159,8 @@ def _write(workspace, events: list[Event], item_ids: dict[str, int]) -> int:
                 "ts": e.ts,
                 "event_key": e.event_key,
             }
-            for e in events
+            # one order for every writer, so concurrent PostgreSQL inserts of the same keys cannot deadlock
+            for e in sorted(events, key=lambda e: e.event_key or "")
         ]
         return store.insert_ignoring_duplicates(session, store.Interaction, rows)
 

@@ -212,6 +212,22 @@ def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) 
 
 # --- shared queries --------------------------------------------------------------------------
 
+KEY_LENGTH = 512  # items.key
+LABEL_LENGTH = 255  # items.label, users.key
+
+
+def check_text(value: str, what: str, max_length: int | None = None) -> str:
+    """``value`` if every supported database stores it as given, else a ``RecsysError`` naming ``what``.
+
+    SQLite would keep control characters and over-long strings that PostgreSQL refuses (it has no
+    NUL in text and enforces lengths), so both are refused up front, the same way on both.
+    """
+    if max_length is not None and len(value) > max_length:
+        raise RecsysError(f"{what} longer than {max_length} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise RecsysError(f"{what} contains a control character")
+    return value
+
 
 def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequence[dict]) -> int:
     """Insert rows, silently skipping any that collide with a unique key; return rows inserted."""
@@ -277,8 +293,22 @@ def load_embeddings(session: Session, model: str) -> tuple[np.ndarray, np.ndarra
     return ids, matrix
 
 
+#: PostgreSQL's "try the transaction again" states: serialization failure, deadlock detected.
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+def _worth_retrying(exc: OperationalError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
+    message = str(exc.orig).lower()
+    return "locked" in message or "busy" in message  # SQLite's lock held past busy_timeout
+
+
 def retry_on_busy(fn, attempts: int = 8, first_delay: float = 0.05):
-    """Run a write transaction, retrying while another writer holds SQLite's lock too long."""
+    """Run a write transaction again (with backoff) when concurrent writers made it fail.
+
+    ``fn`` must be a whole transaction, so that a retry repeats all of it or nothing.
+    """
     import random
     import time
 
@@ -286,8 +316,7 @@ def retry_on_busy(fn, attempts: int = 8, first_delay: float = 0.05):
         try:
             return fn()
         except OperationalError as exc:
-            message = str(exc.orig).lower()
-            if attempt == attempts - 1 or not ("locked" in message or "busy" in message):
+            if attempt == attempts - 1 or not _worth_retrying(exc):
                 raise
             time.sleep(first_delay * 2**attempt * (0.5 + random.random()))
     raise AssertionError("unreachable")

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -93,6 +94,44 @@ def cli_env(home: Path | None = None, extra: dict | None = None) -> dict:
     if home is not None and ON_POSTGRES:
         env["RECSYS_DB_URL"] = db_url_for(home)
     return env
+
+
+@contextlib.contextmanager
+def running_server(home: Path, *extra_args: str) -> Iterator[str]:
+    """``recsys serve`` on a free loopback port (a real HTTP server); yields its base URL."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "recsys.cli", "serve", "--home", str(home), "--port", str(port), *extra_args]
+    log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty server never blocks on it
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=cli_env(home))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"server died:\n{log.read()}") from None
+                if time.time() > deadline:
+                    raise AssertionError("server did not start within 120 s") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def settings_for(home: Path, **kw) -> Settings:

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, ROOT, cli_env, settings_for
+from tests.conftest import BUNDLED, ROOT, running_server, settings_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("RECSYS_ARTIFACTS", ROOT / "artifacts"))
@@ -35,12 +31,6 @@ def _ensure_chromium() -> None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def server(embedded_copy):
     from recsys.recommend import Recommender
@@ -51,31 +41,8 @@ def server(embedded_copy):
         for label in ("daisy", "dandelion", "rose", "sunflower"):
             for f in sorted((BUNDLED / label).glob("*.jpg"))[:2]:
                 rec.record("crowd", f"{label}/{f.stem}")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "recsys.cli", "serve", "--home", str(embedded_copy), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=cli_env(embedded_copy),
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/api/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(f"server died:\n{proc.stdout.read()}") from None
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise AssertionError("server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with running_server(embedded_copy) as url:
+        yield url
 
 
 def test_start_fresh_click_three_tulips_and_the_grid_follows(server):

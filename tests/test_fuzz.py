@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -68,6 +68,10 @@ def _count(app) -> int:
 @given(
     body=st.dictionaries(st.sampled_from(["user", "item", "event", "weight", "at", "event_key", "x"]), VALUES)
 )
+@example(body={"user": "\x00", "item": TULIP})  # PostgreSQL text has no NUL: refused on both
+@example(body={"user": "u" * 256, "item": TULIP})
+@example(body={"user": "ok", "item": TULIP, "event_key": "k\x00"})
+@example(body={"user": "'; DROP TABLE users; --", "item": TULIP, "event_key": "x' OR '1'='1"})
 def test_event_api_answers_clearly_and_stores_all_or_nothing(app, body):
     before = _count(app)
     response = app.test_client().post("/api/events", json=body)
@@ -87,6 +91,7 @@ def test_upload_of_random_bytes_is_refused_cleanly(app, raw, kind):
 
 @FUZZ
 @given(lines=st.lists(st.lists(st.one_of(NASTY, st.text(max_size=12)), min_size=0, max_size=6), max_size=8))
+@example(lines=[["\x00", TULIP, "view", "2024-01-01T00:00:00Z"], ["ok", TULIP, "like", "1", "a" * 300]])
 def test_events_csv_importer_keeps_valid_rows_and_rejects_the_rest(app, tmp_path_factory, lines):
     ws = app.extensions["recsys"]["workspace"]
     path = tmp_path_factory.mktemp("csv") / "events.csv"
@@ -115,4 +120,4 @@ def test_catalogue_csv_reader_never_crashes(tmp_path_factory, raw):
     except RecsysError as exc:
         assert "catalog.csv" in str(exc)
         return
-    assert all(e.key for e in entries)
+    assert all(e.key and len(e.key) <= store.KEY_LENGTH and "\x00" not in e.key for e in entries)
