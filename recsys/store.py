@@ -191,6 +191,30 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextlib.contextmanager
+def _foreign_keys_off_on_sqlite(conn: Connection) -> Iterator[None]:
+    """SQLite migrations rebuild tables (copy, drop, rename); with foreign keys on, dropping
+    ``items`` would cascade-delete every embedding and event. The pragma only takes effect outside
+    a transaction, so it is set around the migration's transaction."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+    conn.commit()
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+        conn.commit()
+
+
+def _check_foreign_keys(conn: Connection) -> None:
+    if conn.dialect.name == "sqlite":
+        broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+        if broken:
+            raise RecsysError(f"migration left {len(broken)} row(s) with broken references; rolled back")
+
+
 def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) -> str | None:
     """Bring the schema to ``revision`` (upgrade by default); return the revision reached."""
     from alembic import command
@@ -199,12 +223,14 @@ def migrate(engine: Engine, revision: str = "head", *, downgrade: bool = False) 
         with _migration_lock(engine):
             if not downgrade and revision == "head" and current_revision(engine) == head_revision():
                 return current_revision(engine)
-            with engine.begin() as conn:
-                cfg = _alembic_config(conn)
-                if downgrade:
-                    command.downgrade(cfg, revision)
-                else:
-                    command.upgrade(cfg, revision)
+            with engine.connect() as conn, _foreign_keys_off_on_sqlite(conn):
+                with conn.begin():
+                    cfg = _alembic_config(conn)
+                    if downgrade:
+                        command.downgrade(cfg, revision)
+                    else:
+                        command.upgrade(cfg, revision)
+                    _check_foreign_keys(conn)
     except OperationalError as exc:
         raise RecsysError(f"database {engine.url!r}: {exc.orig}") from None
     return current_revision(engine)

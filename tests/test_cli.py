@@ -76,6 +76,39 @@ def test_db_commands_and_automatic_migration(tmp_path):
     assert f"current {head}" in run_cli("db", "current", home=home, check=True).stdout
 
 
+def test_each_migration_steps_down_and_up_again_keeping_the_data(embedded_copy):
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from recsys import store
+
+    home = embedded_copy
+    run_cli(
+        "record",
+        "--user",
+        "ann",
+        "--item",
+        "tulip/" + sorted((BUNDLED / "tulip").glob("*.jpg"))[0].stem,
+        home=home,
+        check=True,
+    )
+    counts = (
+        "SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM embeddings), "
+        "(SELECT count(*) FROM interactions)"
+    )
+    before = db_rows(home, counts)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(store.MIGRATIONS_DIR))
+    revisions = [r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()]  # newest first
+    assert len(revisions) >= 3
+    for older in [*revisions[1:], "base"][: len(revisions) - 1]:  # down one step at a time, to 0001
+        assert f"revision {older}" in run_cli("db", "downgrade", older, home=home, check=True).stdout
+        assert db_rows(home, counts) == before
+    assert f"revision {revisions[0]}" in run_cli("db", "upgrade", home=home, check=True).stdout
+    assert db_rows(home, counts) == before
+    assert run_cli("recommend", "--user", "ann", "--json", home=home, check=True).returncode == 0
+
+
 def test_foreign_keys_are_enforced(workspace):
     import pytest
     from sqlalchemy.exc import IntegrityError
