@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import click
+from sqlalchemy.exc import OperationalError
 
 from recsys.errors import RecsysError
 from recsys.settings import Settings
@@ -730,7 +731,8 @@ def doctor_cmd(settings: Settings, as_json: bool) -> None:
     ws = _open(settings, migrate=False)
     if store.current_revision(ws.engine) is None:
         raise RecsysError(
-            f"{settings.database_url}: no recsys schema here; run `recsys db upgrade` or ingest"
+            f"{ws.engine.url.render_as_string(hide_password=True)}: no recsys schema here; "
+            "run `recsys db upgrade` or ingest"
         )
     findings = diagnose(ws)
     if as_json:
@@ -876,6 +878,10 @@ def main() -> None:
         cli(standalone_mode=True)
     except RecsysError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OperationalError as exc:  # the database is unreachable, locked for too long, or full
+        detail = str(exc.orig or exc).strip().splitlines()[0]
+        click.echo(f"error: database: {detail}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

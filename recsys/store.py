@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,7 +132,11 @@ def open_engine(url: str) -> Engine:
     try:
         engine = create_engine(url)
     except (ArgumentError, ImportError) as exc:
-        raise RecsysError(f"database URL {url!r}: {exc}") from None
+        shown = re.sub(r"://([^:/@]*):[^@]*@", r"://\1:***@", url)  # never print a password
+        hint = (
+            " (pip install 'recsys[postgres]')" if isinstance(exc, ImportError) and "postgres" in url else ""
+        )
+        raise RecsysError(f"database URL {shown!r}: {exc}{hint}") from None
     if engine.dialect.name == "sqlite":
         db = engine.url.database
         if db and db != ":memory:":

@@ -49,6 +49,12 @@ def test_bad_input_gives_one_line_errors(embedded_home, tmp_path):
     assert "recsys embed" in line
     line = one_line_error(run_cli("ingest", str(BUNDLED), "--db", "nosuchdialect://x"))
     assert "nosuchdialect" in line
+    unreachable = "postgresql+psycopg://ann:s3cret@127.0.0.1:9/recsys"  # nothing listens on port 9
+    for command in ("ingest", "doctor"):
+        line = one_line_error(
+            run_cli(command, *([str(BUNDLED)] if command == "ingest" else []), "--db", unreachable)
+        )
+        assert "127.0.0.1" in line and "s3cret" not in line
     line = one_line_error(run_cli("embed", home=tmp_path / "h", env={"RECSYS_BATCH_SIZE": "lots"}))
     assert "batch_size" in line and "lots" in line
 
