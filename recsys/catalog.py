@@ -259,6 +259,7 @@ def ingest_entries(
     from tqdm import tqdm
 
     settings = workspace.settings
+    atomic.clear_stale(settings.images_dir, recursive=True)  # half-written files of a killed run
     report = IngestReport()
     for where, reason in problems:
         _problem(report, on_problem, where, reason)

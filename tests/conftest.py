@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from recsys.workspace import Workspace
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "data" / "flowers"
 SHARED = ROOT.parent / "shared"
+ARTIFACTS = Path(os.environ.get("RECSYS_ARTIFACTS", ROOT / "artifacts"))  # screenshots, figures
 TEST_DB_URL = os.environ.get("RECSYS_TEST_DB_URL") or None
 ON_POSTGRES = TEST_DB_URL is not None
 _created_databases: set[str] = set()
@@ -132,6 +134,16 @@ def running_server(home: Path, *extra_args: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def save_figures(name: str, figures: dict) -> None:
+    """Keep a test's measured figures in ``artifacts/<name>-<database>.json`` (for closing notes)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    database = "postgresql" if ON_POSTGRES else "sqlite"
+    (ARTIFACTS / f"{name}-{database}.json").write_text(
+        json.dumps({**figures, "database": database}, indent=2)
+    )
+    print(name, figures)
 
 
 def settings_for(home: Path, **kw) -> Settings:

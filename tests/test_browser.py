@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, ROOT, running_server, settings_for
+from tests.conftest import ARTIFACTS, BUNDLED, running_server, settings_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(os.environ.get("RECSYS_ARTIFACTS", ROOT / "artifacts"))
 
 
 def _ensure_chromium() -> None:

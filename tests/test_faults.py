@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select
 from recsys import store
 from recsys.index import ItemIndex
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, cli_env, copy_home, db_rows, settings_for
+from tests.conftest import BUNDLED, cli_env, copy_home, db_rows, save_figures, settings_for
 
 
 def _kill_when(cmd: list[str], home: Path, ready, timeout: float = 240) -> list[str]:
@@ -41,6 +41,15 @@ def _kill_when(cmd: list[str], home: Path, ready, timeout: float = 240) -> list[
     return lines
 
 
+def _items(home: Path) -> int:
+    if not (home / "images").exists():  # not started yet: do not race the job's own migration
+        return 0
+    try:
+        return db_rows(home, "SELECT count(*) FROM items")[0][0]
+    except Exception:  # noqa: BLE001 - the schema is not there yet
+        return 0
+
+
 def test_kill_during_ingest_then_rerun_stores_everything_once(tmp_path):
     # 1,000 photos (the bundled 200 under five names each), so the job runs long enough to be killed
     catalog = tmp_path / "catalog"
@@ -52,17 +61,27 @@ def test_kill_during_ingest_then_rerun_stores_everything_once(tmp_path):
     cli = [sys.executable, "-m", "recsys.cli", "ingest", str(catalog), "--home", str(home), "--quiet"]
     cli += ["--workers", "1"]
     images = home / "images"
-    _kill_when(cli, home, lambda _: images.exists() and any(images.iterdir()))
+    _kill_when(cli, home, lambda _: _items(home) > 0)  # once the first batch is committed
+    items_at_kill = db_rows(home, "SELECT count(*) FROM items")[0][0]
+    leftovers_at_kill = len(list(images.rglob(".*.tmp")))
     rerun = subprocess.run(cli, capture_output=True, text=True, timeout=300, env=cli_env(home))
     assert rerun.returncode == 0, rerun.stderr
     assert db_rows(home, "SELECT count(*), count(DISTINCT key) FROM items") == [(1000, 1000)]
     missing = [p for (p,) in db_rows(home, "SELECT image_path FROM items") if not (images / p).is_file()]
     assert missing == []
-    assert not list(
-        images.rglob("*.tmp")
-    )  # a half-written image was never renamed into place... or was removed
+    assert not list(images.rglob(".*.tmp"))  # a half-written image is never renamed into place
     again = subprocess.run(cli, capture_output=True, text=True, timeout=300, env=cli_env(home))
     assert "0 new item(s), 1000 already present" in again.stdout
+    save_figures(
+        "fault-ingest",
+        {
+            "items_at_kill": items_at_kill,
+            "temporaries_at_kill": leftovers_at_kill,
+            "items_after_rerun": 1000,
+            "duplicated": 0,
+            "missing_image_files": len(missing),
+        },
+    )
 
 
 def test_kill_during_training_then_rerun_makes_one_clean_version(tmp_path, embedded_home):
@@ -77,7 +96,7 @@ def test_kill_during_training_then_rerun_makes_one_clean_version(tmp_path, embed
     )
     train = [*base, "train", "--epochs", "50", "--batch-size", "32", "--home", str(home)]
     # kill once TensorFlow is busy training: the first epoch has been logged, 49 are to come
-    _kill_when(train, home, lambda lines: any(line.startswith("epoch 1:") for line in lines))
+    output = _kill_when(train, home, lambda lines: any(line.startswith("epoch 1:") for line in lines))
     assert db_rows(home, "SELECT count(*) FROM models") == [(0,)]
     assert not (home / "models" / "two-tower" / "v1").exists()
     done = subprocess.run(
@@ -98,6 +117,14 @@ def test_kill_during_training_then_rerun_makes_one_clean_version(tmp_path, embed
         env=cli_env(home),
     )
     assert rec.returncode == 0, rec.stderr
+    save_figures(
+        "fault-train",
+        {
+            "epochs_logged_before_kill": sum(line.startswith("epoch ") for line in output),
+            "versions_after_kill": 0,
+            "versions_after_rerun": 1,
+        },
+    )
 
 
 def _add_synthetic_items(home: Path, n: int) -> int:
@@ -159,6 +186,16 @@ def test_kill_while_the_index_file_is_written_keeps_the_old_index_then_rerun_bui
     assert rebuilt.status(db_ids, "efficientnet-lite0").state == "fresh"
     doctor = {f["check"]: f for f in json.loads(run_doctor(home).stdout)}
     assert doctor["index"]["ok"] and doctor["leftovers"]["ok"]
+    save_figures(
+        "fault-index",
+        {
+            "old_index_items_after_kill": old.meta.count,
+            "items_in_db": len(db_ids),
+            "rebuilt_index_items": rebuilt.meta.count,
+            "missing": 0,
+            "duplicated": 0,
+        },
+    )
 
 
 def run_doctor(home: Path) -> subprocess.CompletedProcess:

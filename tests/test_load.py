@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -18,13 +17,12 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.conftest import BUNDLED, ON_POSTGRES, ROOT, cli_env, db_rows, running_server
+from tests.conftest import BUNDLED, cli_env, db_rows, running_server, save_figures
 
 API_WRITERS, CLI_WRITERS, EVENTS_PER_WRITER = 8, 8, 1000
 CLI_CHUNKS = 4  # `recsys record --csv` runs per CLI writer (plus one repeated chunk)
 RESEND_EVERY = 10  # every 10th API event is sent a second time
 ITEMS = sorted(f"{p.parent.name}/{p.stem}" for p in BUNDLED.rglob("*.jpg"))
-ARTIFACTS = Path(os.environ.get("RECSYS_ARTIFACTS", ROOT / "artifacts"))
 
 
 def _event(writer: str, i: int) -> dict:
@@ -152,11 +150,8 @@ def test_16_writers_through_api_and_cli_store_every_event_exactly_once(embedded_
         "cli_stored": sum(r["stored"] for r in cli_results),
         "cli_duplicates_reported": sum(r["duplicates"] for r in cli_results),
         "seconds": round(seconds, 1),
-        "database": "postgresql" if ON_POSTGRES else "sqlite",
     }
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / f"load-{summary['database']}.json").write_text(json.dumps(summary, indent=2))
-    print(summary)
+    save_figures("load", summary)
     assert lost == set() and duplicated == set()
     assert stored.keys() == expected  # nothing else was written either
     # every request got an answer that accounts for it: stored, or "already stored"

@@ -12,7 +12,7 @@ import pytest
 from recsys import store
 from recsys.catalog import ingest
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, one_line_error, run_cli, settings_for
+from tests.conftest import BUNDLED, one_line_error, run_cli, save_figures, settings_for
 
 pytest.importorskip("pyspark", reason="the spark extra is not installed")
 
@@ -58,7 +58,8 @@ def test_spark_vectors_equal_the_local_ones_from_a_parquet_of_paths_and_from_the
     assert [f["key"] for f in report["failed"]] == [broken_key] and "broken.jpg" in out.stderr
     from_parquet = _vectors(home)
     assert len(from_parquet) == 50
-    assert _max_abs_difference(from_parquet, local) < 1e-5
+    parquet_difference = _max_abs_difference(from_parquet, local)
+    assert parquet_difference < 1e-5
 
     # 2. the rest of the catalogue, from the image store
     report = json.loads(run_cli(*SPARK, "--output", str(tmp_path / "out"), home=home, check=True).stdout)
@@ -66,7 +67,12 @@ def test_spark_vectors_equal_the_local_ones_from_a_parquet_of_paths_and_from_the
     assert (tmp_path / "out" / "_SUCCESS").is_file()
     everything = _vectors(home)
     assert everything.keys() == local.keys()
-    assert _max_abs_difference(everything, local) < 1e-5
+    difference = _max_abs_difference(everything, local)
+    assert difference < 1e-5
+    save_figures(
+        "spark-vs-local",
+        {"vectors": len(everything), "max_abs_difference": difference, "from_parquet": parquet_difference},
+    )
 
     # 3. nothing left: no Spark job, nothing stored twice
     report = json.loads(run_cli(*SPARK, home=home, check=True).stdout)

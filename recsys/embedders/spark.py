@@ -17,12 +17,13 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from recsys import store
+from recsys.embedders.runner import EmbedReport
 from recsys.errors import RecsysError
 
 #: Schema of the parquet the Spark job writes: a vector, or the reason there is none.
@@ -30,30 +31,20 @@ OUTPUT_SCHEMA = "key string, model string, vector array<float>, error string"
 
 
 @dataclass
-class SparkEmbedReport:
-    model: str
-    output: str
-    embedded: int = 0
-    already_present: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    not_in_catalogue: int = 0
-    seconds: float = 0.0
+class SparkEmbedReport(EmbedReport):
+    """The local report, plus where the parquet went; ``failed`` holds (item key, reason)."""
 
-    @property
-    def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds else 0.0
+    output: str = ""
+    not_in_catalogue: int = 0
 
     def as_dict(self) -> dict:
         return {
+            **super().as_dict(),
             "engine": "spark",
-            "model": self.model,
             "output": self.output,
-            "embedded": self.embedded,
             "already_present": self.already_present,
             "not_in_catalogue": self.not_in_catalogue,
             "failed": [{"key": k, "reason": r} for k, r in self.failed],
-            "seconds": round(self.seconds, 3),
-            "images_per_second": round(self.images_per_second, 2),
         }
 
 
