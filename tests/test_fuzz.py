@@ -110,6 +110,31 @@ def test_events_csv_importer_keeps_valid_rows_and_rejects_the_rest(app, tmp_path
     assert all(where.startswith("events.csv:") for where, _ in report.rejected)
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    size=st.tuples(st.integers(1, 16_000), st.integers(1, 16_000)),
+    fmt=st.sampled_from(["PNG", "GIF", "BMP"]),
+)
+@example(size=(12_000, 12_000), fmt="PNG")  # 144 Mpx in a file of a few kB
+@example(size=(1, 16_000), fmt="PNG")
+def test_upload_of_any_dimensions_is_answered_or_refused_as_a_bomb(app, size, fmt):
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.new("1", size).save(data, format=fmt)
+    kind = {"PNG": "image/png", "GIF": "image/gif", "BMP": "image/bmp"}[fmt]
+    response = app.test_client().post("/api/search", data={"image": (io.BytesIO(data.getvalue()), "x", kind)})
+    assert response.is_json
+    if size[0] * size[1] > 64_000_000:
+        assert (
+            response.status_code in (400, 413)
+            and "bomb" in response.get_json()["message"]
+            or (response.status_code == 413)
+        )
+    else:
+        assert response.status_code in (200, 413), response.get_json()
+
+
 @FUZZ
 @given(raw=st.binary(max_size=400))
 def test_catalogue_csv_reader_never_crashes(tmp_path_factory, raw):
@@ -121,3 +146,30 @@ def test_catalogue_csv_reader_never_crashes(tmp_path_factory, raw):
         assert "catalog.csv" in str(exc)
         return
     assert all(e.key and len(e.key) <= store.KEY_LENGTH and "\x00" not in e.key for e in entries)
+
+
+@FUZZ
+@given(lines=st.lists(st.lists(st.one_of(NASTY, st.text(max_size=12)), min_size=2, max_size=4), max_size=6))
+def test_catalogue_csv_import_of_hostile_rows_reports_them_and_stores_nothing(app, tmp_path_factory, lines):
+    from recsys.catalog import ingest
+
+    ws = app.extensions["recsys"]["workspace"]
+    path = tmp_path_factory.mktemp("cat") / "catalog.csv"
+    text = "key,image,label,title\n" + "\n".join(
+        ",".join('"' + cell.replace('"', '""') + '"' for cell in row) for row in lines
+    )
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    with ws.session() as s:
+        before = s.scalar(select(func.count()).select_from(store.Item))
+    problems: list[tuple[str, str]] = []
+    try:
+        report = ingest(ws, path, progress=False, on_problem=lambda where, why: problems.append((where, why)))
+    except RecsysError as exc:
+        assert "catalog.csv" in str(exc) and "\n" not in str(exc)
+        report = None
+    with ws.session() as s:
+        after = s.scalar(select(func.count()).select_from(store.Item))
+    assert after == before  # no row names a real image file, so nothing can be stored
+    if report is not None:
+        assert report.added == 0
+        assert len(problems) + report.already_present == len(lines)  # each row accounted for
