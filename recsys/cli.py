@@ -187,7 +187,7 @@ def ingest_movielens_cmd(
     show_default=True,
     help="Run here, or on Apache Spark (needs recsys[spark] and Java).",
 )
-@click.option("--master", help="Spark master URL, e.g. local[2] or spark://host:7077 [local[*]].")
+@click.option("--master", help="Spark master URL, e.g. local[2] or spark://host:7077 [RECSYS_SPARK_MASTER].")
 @click.option(
     "--input",
     "source",

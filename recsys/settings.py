@@ -32,6 +32,7 @@ class Settings:
         index_memory_gb: Memory budget that "auto" keeps the index within.
         half_life_days: Recency half-life of events in profiles; None weighs all alike.
         mmr_lambda: Relevance share in maximal-marginal-relevance diversification (0..1).
+        spark_master: Spark master URL for `recsys embed --engine spark`.
     """
 
     home: Path = Path("recsys-home")
@@ -47,6 +48,7 @@ class Settings:
     index_memory_gb: float = 4.0
     half_life_days: float | None = None
     mmr_lambda: float = 0.7
+    spark_master: str = "local[*]"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home))

@@ -100,8 +100,9 @@ class EmbedPartitions:
                     try:
                         images.append(load(path))
                         keys.append(key)
-                    except BadImage as exc:
-                        out.append((key, self.model, None, f"{exc}: {path}"))
+                    except Exception as exc:  # noqa: BLE001 - one bad row must not fail the whole task
+                        reason = str(exc) if isinstance(exc, BadImage) else f"{type(exc).__name__}: {exc}"
+                        out.append((key, self.model, None, f"{reason}: {path}"))
                 if images:
                     vectors = embedder.embed(tf.stack(images))
                     out.extend((k, self.model, v.tolist(), None) for k, v in zip(keys, vectors, strict=True))
@@ -111,13 +112,12 @@ class EmbedPartitions:
 # --- driver ------------------------------------------------------------------------------------
 
 
-def spark_session(master: str | None, app_name: str = "recsys-embed"):
+def spark_session(master: str, app_name: str = "recsys-embed"):
     """A Spark session; in local mode the Python workers run this same interpreter."""
     try:
         from pyspark.sql import SparkSession
     except ImportError:
         raise RecsysError("the spark engine needs pyspark: pip install 'recsys[spark]'") from None
-    master = master or os.environ.get("RECSYS_SPARK_MASTER") or "local[*]"
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     # pyspark warns on every pandas >= 3 import although mapInPandas works with it (tested)
@@ -167,7 +167,7 @@ def run_spark_job(
         todo = store.items_missing_embedding(session, model)
     if not todo:
         return 0, 0
-    spark = spark_session(master)
+    spark = spark_session(master or workspace.settings.spark_master)
     try:
         spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
         frame = pd.DataFrame(
@@ -247,7 +247,7 @@ def embed_with_spark(
     Args:
         workspace: The workspace whose catalogue and database are used.
         model: Embedder name; the workspace's setting by default.
-        master: Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``); ``local[*]`` by default.
+        master: Spark master URL (``local[2]``, ``spark://host:7077``, ``yarn``); the setting by default.
         source: Parquet of (key, path/url) to read images from instead of the image store; only
             keys that are catalogue items still lacking a vector are embedded.
         output: Where the job writes its parquet; under the workspace's ``spark/`` by default.
