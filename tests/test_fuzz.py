@@ -59,6 +59,13 @@ def app(tmp_path_factory, embedded_home):
     app.extensions["recsys"]["workspace"].close()
 
 
+def _write_csv(path, header: str, lines: list[list[str]]):
+    """Every cell quoted, so hostile text reaches the importer as one field."""
+    body = "\n".join(",".join('"' + cell.replace('"', '""') + '"' for cell in row) for row in lines)
+    path.write_text(header + "\n" + body, encoding="utf-8", errors="surrogatepass")
+    return path
+
+
 def _count(app) -> int:
     with app.extensions["recsys"]["workspace"].session() as s:
         return s.scalar(select(func.count()).select_from(store.Interaction))
@@ -94,11 +101,9 @@ def test_upload_of_random_bytes_is_refused_cleanly(app, raw, kind):
 @example(lines=[["\x00", TULIP, "view", "2024-01-01T00:00:00Z"], ["ok", TULIP, "like", "1", "a" * 300]])
 def test_events_csv_importer_keeps_valid_rows_and_rejects_the_rest(app, tmp_path_factory, lines):
     ws = app.extensions["recsys"]["workspace"]
-    path = tmp_path_factory.mktemp("csv") / "events.csv"
-    text = "user,item,event,timestamp,weight\n" + "\n".join(
-        ",".join('"' + cell.replace('"', '""') + '"' for cell in row) for row in lines
+    path = _write_csv(
+        tmp_path_factory.mktemp("csv") / "events.csv", "user,item,event,timestamp,weight", lines
     )
-    path.write_text(text, encoding="utf-8", errors="surrogatepass")
     before = _count(app)
     try:
         report = import_csv(ws, path)
@@ -154,11 +159,7 @@ def test_catalogue_csv_import_of_hostile_rows_reports_them_and_stores_nothing(ap
     from recsys.catalog import ingest
 
     ws = app.extensions["recsys"]["workspace"]
-    path = tmp_path_factory.mktemp("cat") / "catalog.csv"
-    text = "key,image,label,title\n" + "\n".join(
-        ",".join('"' + cell.replace('"', '""') + '"' for cell in row) for row in lines
-    )
-    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    path = _write_csv(tmp_path_factory.mktemp("cat") / "catalog.csv", "key,image,label,title", lines)
     with ws.session() as s:
         before = s.scalar(select(func.count()).select_from(store.Item))
     problems: list[tuple[str, str]] = []
