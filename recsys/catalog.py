@@ -34,12 +34,13 @@ class BadImage(Exception):
     """One image could not be used; the message is the reason shown to the user.
 
     ``decodable`` is False when the bytes are not a picture at all (empty, unknown format,
-    corrupt), as opposed to a picture refused for its size.
+    corrupt); ``too_large`` is True for a picture refused for its size (pixels or bytes).
     """
 
-    def __init__(self, reason: str, *, decodable: bool = True) -> None:
+    def __init__(self, reason: str, *, decodable: bool = True, too_large: bool = False) -> None:
         super().__init__(reason)
         self.decodable = decodable
+        self.too_large = too_large
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,16 @@ def fetch(source: str, timeout: float = 20.0, retries: int = 3) -> bytes:
 
 
 def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> bytes:
-    """Validate encoded image bytes and return them as an RGB JPEG no larger than ``max_side``."""
+    """Validate encoded image bytes and return them as an RGB JPEG no larger than ``max_side``.
+
+    The size is checked from the header, before any pixel is decoded; JPEGs are decoded at a
+    reduced scale (``draft``) and other formats reduced by whole factors right after decoding, so
+    a big picture costs its full size in memory once, briefly, and never as RGB.
+    """
     if not data:
         raise BadImage("empty file", decodable=False)
     if len(data) > MAX_DOWNLOAD_BYTES:
-        raise BadImage(f"file larger than {MAX_DOWNLOAD_BYTES // 2**20} MB")
+        raise BadImage(f"file larger than {MAX_DOWNLOAD_BYTES // 2**20} MB", too_large=True)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -197,7 +203,9 @@ def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> b
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImage(
-                    f"decompression bomb: {width}x{height} pixels exceeds the limit of {max_pixels:,}"
+                    f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,} "
+                    "(decompression bomb?)",
+                    too_large=True,
                 )
             if width < 1 or height < 1:
                 raise BadImage(f"degenerate size {width}x{height}")
@@ -208,11 +216,17 @@ def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> b
         raise
     except UnidentifiedImageError:
         raise BadImage("not an image (unrecognised format)", decodable=False) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(f"decompression bomb: {exc}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadImage(
+            f"image too large: more than the limit of {max_pixels:,} pixels (decompression bomb?)",
+            too_large=True,
+        ) from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise BadImage(f"corrupt or truncated image: {exc}", decodable=False) from None
-    image = ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)
+    factor = max(image.size) // (2 * max_side)  # as thumbnail's reducing_gap=2 would, but before RGB
+    if factor > 1 and image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+        image = image.reduce(factor)
     if image.mode in ("RGBA", "LA", "P", "PA"):
         image = image.convert("RGBA")
         background = Image.new("RGB", image.size, (255, 255, 255))

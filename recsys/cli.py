@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -67,8 +68,15 @@ def _print_hits(hits, as_json: bool) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="recsys")
-def cli() -> None:
+@click.option("--verbose", is_flag=True, help="Show TensorFlow's own start-up and info lines.")
+def cli(verbose: bool) -> None:
     """recsys: "more like your history" recommendations from image embeddings."""
+    if verbose:  # before any command imports TensorFlow
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        from recsys import quiet_tensorflow
+
+        quiet_tensorflow()
 
 
 # --- db --------------------------------------------------------------------------------------
@@ -758,16 +766,53 @@ def doctor_cmd(settings: Settings, as_json: bool) -> None:
     show_default=True,
     help="Worker processes: 1 runs waitress; more run gunicorn, so Python uses every core.",
 )
-@click.option("--debug", is_flag=True, help="Flask's development server with the debugger.")
+@click.option("--demo", is_flag=True, help="Demo mode: anyone may browse everyone's pages (loopback only).")
+@click.option("--https-cookies", is_flag=True, help="Mark the session cookie Secure [RECSYS_COOKIE_SECURE].")
+@click.option("--debug", is_flag=True, help="Flask's development server (loopback only; no console).")
 @_settings_options
-def serve_cmd(settings: Settings, host: str, port: int, threads: int, workers: int, debug: bool) -> None:
+def serve_cmd(
+    settings: Settings,
+    host: str,
+    port: int,
+    threads: int,
+    workers: int,
+    demo: bool,
+    https_cookies: bool,
+    debug: bool,
+) -> None:
     """Serve the "more like your history" page and its JSON API."""
-    _serve(settings, host, port, threads, debug, workers)
+    _serve(settings.replace(cookie_secure=https_cookies or None), host, port, threads, debug, workers, demo)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _serve(
-    settings: Settings, host: str, port: int, threads: int = 8, debug: bool = False, workers: int = 1
+    settings: Settings,
+    host: str,
+    port: int,
+    threads: int = 8,
+    debug: bool = False,
+    workers: int = 1,
+    demo: bool = False,
 ) -> None:
+    import logging
+
+    for flag, on in (("--demo", demo), ("--debug", debug)):
+        if on and not _is_loopback(host):
+            raise RecsysError(f"{flag} serves on loopback only (127.0.0.1, ::1), not on {host!r}")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    for name in ("recsys", "waitress", "web"):  # access lines, server start, errors with their path
+        logging.getLogger(name).setLevel(logging.INFO)
+
     def make_app():
         import faiss
 
@@ -775,13 +820,14 @@ def _serve(
 
         # Concurrency comes from request threads; OpenMP inside each search would oversubscribe cores.
         faiss.omp_set_num_threads(1)
-        app = create_app({"RECSYS_SETTINGS": settings})
-        app.extensions["recsys"]["recommender"].space()  # load vectors and index before the first visitor
+        app = create_app({"RECSYS_SETTINGS": settings, "RECSYS_DEMO": demo})
+        app.extensions["recsys"].rec()  # load vectors and index before the first visitor
         return app
 
-    click.echo(f"serving recsys on http://{host}:{port}/  (Ctrl+C stops)")
-    if debug:
-        make_app().run(host=host, port=port, debug=True, use_reloader=False)
+    mode = " in DEMO mode (everyone's pages are public)" if demo else ""
+    click.echo(f"serving recsys on http://{host}:{port}/{mode}  (Ctrl+C stops)")
+    if debug:  # the development server, but never Werkzeug's interactive console
+        make_app().run(host=host, port=port, debug=True, use_debugger=False, use_reloader=False)
     elif workers > 1:
         from gunicorn.app.base import BaseApplication
 
@@ -805,6 +851,65 @@ def _serve(
         import waitress
 
         waitress.serve(make_app(), host=host, port=port, threads=threads, ident="recsys")
+
+
+# --- API tokens -------------------------------------------------------------------------------
+
+
+@cli.group()
+def token() -> None:
+    """Bearer tokens for the JSON API (only their hashes are stored)."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option(
+    "--scope",
+    type=click.Choice(["read", "write", "admin"]),
+    default="read",
+    show_default=True,
+    help="read: recommendations and search; write: also record events; admin: everything.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def token_create(settings: Settings, name: str, scope: str, as_json: bool) -> None:
+    """Make a token and print it (the last line; it is not shown again)."""
+    from recsys import tokens
+
+    secret = tokens.create(_open(settings), name, scope)
+    if as_json:
+        _emit_json({"name": name, "token": secret, "scope": scope})
+    else:
+        click.echo(f"token {name!r} ({scope}); keep it now, it is not shown again:", err=True)
+        click.echo(secret)
+
+
+@token.command("list")
+@click.option("--all", "include_revoked", is_flag=True, help="Include revoked tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def token_list(settings: Settings, include_revoked: bool, as_json: bool) -> None:
+    """List tokens (names and scopes; the tokens themselves are not stored)."""
+    from recsys import tokens
+
+    found = [t.as_dict() for t in tokens.list_tokens(_open(settings), include_revoked=include_revoked)]
+    if as_json:
+        _emit_json(found)
+    elif found:
+        click.echo(_table(found, ["name", "scope", "created_at", "revoked_at"]))
+    else:
+        click.echo("no tokens yet: recsys token create NAME --scope read|write")
+
+
+@token.command("revoke")
+@click.argument("name")
+@_settings_options
+def token_revoke(settings: Settings, name: str) -> None:
+    """Revoke a token: it is refused from the next request on."""
+    from recsys import tokens
+
+    tokens.revoke(_open(settings), name)
+    click.echo(f"revoked token {name!r}")
 
 
 @cli.command()
@@ -870,7 +975,17 @@ def demo(settings: Settings, catalog, quiet: bool, serve: bool, port: int) -> No
     sim = simulate(ws, SimulationConfig(users=40, events_per_user=20, seed=0), progress=False)
     click.echo(f"\nsimulated {sim['users']} users ({sim['stored']} new events; synthetic) for the web page")
     if serve:
-        _serve(settings, "127.0.0.1", port)
+        from recsys import tokens
+
+        if any(t.name == "demo" for t in tokens.list_tokens(ws)):
+            tokens.revoke(ws, "demo")  # tokens are shown once: a new one for this run
+        secret = tokens.create(ws, "demo", "write")
+        click.echo(
+            f"\nAPI token (write scope, named 'demo'): {secret}\n"
+            f"  curl -H 'Authorization: Bearer {secret}' "
+            f"'http://127.0.0.1:{port}/api/users/demo-user/recommendations?k=5'"
+        )
+        _serve(settings, "127.0.0.1", port, demo=True)
 
 
 def main() -> None:

@@ -11,3 +11,11 @@ class NotFound(RecsysError):
 
 class NotAnImage(RecsysError):
     """Bytes that do not decode as a picture (the web answers 415 Unsupported Media Type)."""
+
+
+class Conflict(RecsysError):
+    """A write that contradicts what is stored, e.g. an event_key reused with another payload (409)."""
+
+
+class TooLarge(RecsysError):
+    """Input above one of recsys's own size limits (the web answers 413 Content Too Large)."""

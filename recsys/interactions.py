@@ -1,22 +1,23 @@
 """Recording what users do: one code path for ``recsys record``, bulk CSV imports and the web page.
 
 Users are created on first sight. Unknown items are refused (bulk: per row, the valid rows kept).
-An optional ``event_key`` makes a write idempotent: the same key is stored once, however often
-it is sent.
+An optional ``event_key`` makes a write idempotent: the same key is stored once per user, however
+often it is sent; the same key with a different payload is a conflict, never a silent drop.
 """
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 
 from recsys import store
-from recsys.errors import NotFound, RecsysError
+from recsys.errors import Conflict, NotFound, RecsysError
 
 #: Default weight of each event type in a profile (an explicit weight on the event wins).
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 1.5, "like": 3.0, "purchase": 5.0}
@@ -31,8 +32,9 @@ class Event:
         item: The item key; must exist.
         event: One of ``EVENT_WEIGHTS``.
         ts: When it happened (UTC); ``None`` means now.
-        weight: Overrides the event type's default weight in profiles.
-        event_key: Idempotency key: an event with a key already stored is not stored again.
+        weight: Overrides the event type's default weight in profiles (0 to ``max_weight``).
+        event_key: Idempotency key, unique per user: an event whose key the user already has is
+            not stored again.
     """
 
     user: str
@@ -41,6 +43,38 @@ class Event:
     ts: datetime | None = None
     weight: float | None = None
     event_key: str | None = None
+
+
+#: Unicode categories never allowed in a user key: control, format (bidi overrides, zero-width
+#: characters), surrogates, private use, unassigned, line and paragraph separators.
+_FORBIDDEN_IN_USER_KEYS = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+USER_KEY_LENGTH = store.LABEL_LENGTH
+
+#: The earliest time an event may carry, and how far ahead of the clock one may be.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+FUTURE_SLACK = timedelta(days=1)
+
+
+def user_key(raw: object) -> str:
+    """The one rule for user keys, the same on every write and every read.
+
+    Unicode NFC, trimmed, 1 to 255 characters, and nothing invisible or direction-changing, so
+    two keys that look alike are alike. Any other character, "/" included, is kept as given.
+    """
+    if not isinstance(raw, str):
+        raise RecsysError("user key must be text")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in raw):
+        raise RecsysError("user key is not valid Unicode (a lone surrogate)")
+    key = unicodedata.normalize("NFC", raw).strip()
+    if not key:
+        raise RecsysError("empty user key")
+    if len(key) > USER_KEY_LENGTH:
+        raise RecsysError(f"user key longer than {USER_KEY_LENGTH} characters")
+    bad = next((c for c in key if unicodedata.category(c) in _FORBIDDEN_IN_USER_KEYS), None)
+    if bad is not None:
+        name = unicodedata.name(bad, f"U+{ord(bad):04X}")
+        raise RecsysError(f"user key contains an invisible or control character ({name})")
+    return key
 
 
 @dataclass
@@ -72,20 +106,29 @@ def parse_time(value: str | float | datetime | None) -> datetime:
         if seconds is not None:
             if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:
                 raise RecsysError(f"timestamp {text!r} is out of range")
-            return datetime.fromtimestamp(seconds, UTC)
-        try:
-            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise RecsysError(f"timestamp {text!r} is neither ISO-8601 nor Unix seconds") from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+            ts = datetime.fromtimestamp(seconds, UTC)
+        else:
+            try:
+                ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                raise RecsysError(f"timestamp {text!r} is neither ISO-8601 nor Unix seconds") from None
+    try:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+        raise RecsysError(f"timestamp {str(value)!r} is out of range") from None
+    latest = datetime.now(UTC) + FUTURE_SLACK
+    if not EARLIEST <= ts <= latest:
+        raise RecsysError(f"timestamp {ts.isoformat()} is out of range: between 1970 and one day from now")
+    return ts
 
 
-def validate(event: Event) -> Event:
-    """A normalised copy of ``event``, or ``RecsysError`` naming what is wrong with it."""
-    user, item = str(event.user).strip(), str(event.item).strip()
-    if not user:
-        raise RecsysError("empty user")
-    store.check_text(user, "user key", store.LABEL_LENGTH)
+def validate(event: Event, max_weight: float = 100.0) -> Event:
+    """A normalised copy of ``event``, or ``RecsysError`` naming what is wrong with it.
+
+    ``ts`` stays None when none was given (the write stamps it), so a re-sent event without a
+    time still matches the one stored.
+    """
+    user, item = user_key(str(event.user)), str(event.item).strip()
     if not item:
         raise RecsysError("empty item")
     store.check_text(item, "item key", store.KEY_LENGTH)
@@ -98,23 +141,25 @@ def validate(event: Event) -> Event:
             weight = float(weight)
         except (TypeError, ValueError):
             raise RecsysError(f"weight {event.weight!r} is not a number") from None
-        if not math.isfinite(weight) or weight < 0:
-            raise RecsysError(f"weight {event.weight!r} must be a finite number >= 0")
+        if not math.isfinite(weight) or not 0 <= weight <= max_weight:
+            raise RecsysError(f"weight {event.weight!r} must be a number from 0 to {max_weight:g}")
     key = event.event_key
     if key is not None and (not str(key).strip() or len(str(key)) > 128):
         raise RecsysError("event_key must be 1 to 128 characters")
     if key is not None:
         store.check_text(str(key), "event_key")
-    return Event(user, item, kind, parse_time(event.ts), weight, key)
+    ts = None if event.ts is None or (isinstance(event.ts, str) and not event.ts.strip()) else event.ts
+    return Event(user, item, kind, None if ts is None else parse_time(ts), weight, key)
 
 
 def record(workspace, events: Sequence[Event], *, strict: bool = True) -> RecordReport:
     """Store events in one transaction. ``strict``: any bad event stores nothing and raises."""
     report = RecordReport()
     good: list[tuple[int, Event]] = []
+    max_weight = workspace.settings.max_weight
     for n, raw in enumerate(events):
         try:
-            good.append((n, validate(raw)))
+            good.append((n, validate(raw, max_weight)))
         except RecsysError as exc:
             if strict:
                 raise
@@ -123,22 +168,29 @@ def record(workspace, events: Sequence[Event], *, strict: bool = True) -> Record
         return report
     with workspace.session() as session:
         item_ids = store.item_ids(session, {e.item for _, e in good})
-    kept = []
+    kept: list[tuple[int, Event]] = []
     for n, e in good:
         if e.item in item_ids:
-            kept.append(e)
+            kept.append((n, e))
         elif strict:
             raise NotFound(f"unknown item {e.item!r}")
         else:
             report.rejected.append((str(n), f"unknown item {e.item!r}"))
     if kept:
-        stored = store.retry_on_busy(lambda: _write(workspace, kept, item_ids))
+        stored, conflicts = store.retry_on_busy(lambda: _write(workspace, kept, item_ids))
+        if conflicts and strict:
+            raise Conflict(conflicts[0][1])
         report.stored += stored
-        report.duplicates += len(kept) - stored
+        report.duplicates += len(kept) - stored - len(conflicts)
+        report.rejected.extend((str(n), reason) for n, reason in conflicts)
     return report
 
 
-def _write(workspace, events: list[Event], item_ids: dict[str, int]) -> int:
+def _write(
+    workspace, numbered: list[tuple[int, Event]], item_ids: dict[str, int]
+) -> tuple[int, list[tuple[int, str]]]:
+    """Insert the events; return how many were new and which keyed ones contradict a stored one."""
+    events = [e for _, e in numbered]
     users = sorted({e.user for e in events})
     now = store.utcnow()
     with workspace.session() as session, session.begin():
@@ -156,13 +208,49 @@ def _write(workspace, events: list[Event], item_ids: dict[str, int]) -> int:
                 "item_id": item_ids[e.item],
                 "event": e.event,
                 "weight": e.weight,
-                "ts": e.ts,
+                "ts": e.ts or now,
                 "event_key": e.event_key,
             }
             # one order for every writer, so concurrent PostgreSQL inserts of the same keys cannot deadlock
             for e in sorted(events, key=lambda e: e.event_key or "")
         ]
-        return store.insert_ignoring_duplicates(session, store.Interaction, rows)
+        stored = store.insert_ignoring_duplicates(session, store.Interaction, rows)
+        if stored == len(rows):
+            return stored, []
+        return stored, _conflicts(session, numbered, user_ids, item_ids)
+
+
+def _conflicts(
+    session, numbered: list[tuple[int, Event]], user_ids: dict[str, int], item_ids: dict[str, int]
+) -> list[tuple[int, str]]:
+    """Keyed events whose user already holds that key for another payload (item, event, weight,
+    and time when one was given). Only the user's own events are looked at."""
+    keyed = [(n, e) for n, e in numbered if e.event_key is not None]
+    stored: dict[tuple[int, str], list[tuple]] = {}
+    pairs = sorted({(user_ids[e.user], e.event_key) for _, e in keyed})
+    table = store.Interaction
+    for start in range(0, len(pairs), 500):
+        rows = session.execute(
+            select(table.user_id, table.event_key, table.item_id, table.event, table.weight, table.ts).where(
+                tuple_(table.user_id, table.event_key).in_(pairs[start : start + 500])
+            )
+        )
+        for user_id, key, *payload in rows:
+            stored.setdefault((user_id, key), []).append(tuple(payload))
+    conflicts = []
+    for n, e in keyed:
+        for item_id, event, weight, ts in stored.get((user_ids[e.user], e.event_key), []):
+            same = (
+                item_id == item_ids[e.item]
+                and event == e.event
+                and weight == e.weight
+                and (e.ts is None or store.as_utc(ts) == e.ts)
+            )
+            if not same:
+                conflicts.append(
+                    (n, f"event_key {e.event_key!r} is already stored for this user with another payload")
+                )
+    return conflicts
 
 
 def import_csv(
@@ -204,7 +292,8 @@ def import_csv(
                                 ts=row.get("timestamp") or None,
                                 weight=row.get("weight") or None,
                                 event_key=row.get("event_key") or None,
-                            )
+                            ),
+                            workspace.settings.max_weight,
                         )
                     )
                     rows.append(first_row + offset)

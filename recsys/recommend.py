@@ -17,9 +17,9 @@ import numpy as np
 from sqlalchemy import func, select
 
 from recsys import store
-from recsys.errors import NotAnImage, NotFound, RecsysError
+from recsys.errors import NotAnImage, NotFound, RecsysError, TooLarge
 from recsys.index import ItemIndex, exact_search
-from recsys.interactions import Event, RecordReport, record
+from recsys.interactions import Event, RecordReport, record, user_key
 from recsys.profiles import history_weights, profile_vector
 
 STRATEGIES = ("average", "popular", "random", "two-tower")
@@ -383,11 +383,13 @@ class Recommender:
         return record(self.workspace, [Event(user, item, event, at, weight, event_key)])
 
     def user_exists(self, user: str) -> bool:
+        user = user_key(user)
         with self.workspace.session() as session:
             return session.scalar(select(store.User.id).where(store.User.key == user)) is not None
 
     def history(self, user: str, limit: int | None = None) -> list[HistoryEntry]:
         """The user's events, newest first."""
+        user = user_key(user)
         with self.workspace.session() as session:
             events = store.user_history(session, user) or []
             events = events[::-1][:limit] if limit else events[::-1]
@@ -400,13 +402,14 @@ class Recommender:
 
     def profile(self, user: str, half_life_days: float | None = None) -> np.ndarray | None:
         """The user's unit profile vector, or None (unknown user, no history, nothing embedded)."""
+        user = user_key(user)
         with self.workspace.session() as session:
             events = store.user_history(session, user)
         return self._profile_from_events(events or [], half_life_days)[0]
 
     def _profile_from_events(self, events, half_life_days) -> tuple[np.ndarray | None, dict[int, float]]:
         half_life = half_life_days if half_life_days is not None else self.workspace.settings.half_life_days
-        weights = history_weights(events, half_life)
+        weights = history_weights(events, half_life, self.workspace.settings.max_weight)
         if not weights:
             return None, weights
         return space_profile(self._require_space(), weights), weights
@@ -432,6 +435,7 @@ class Recommender:
         A user with no usable history gets the most popular items (then the newest): the
         ``cold_start`` flag and a note say so.
         """
+        user = user_key(user)
         with self.workspace.session() as session:
             events = store.user_history(session, user)
         if events is None and require_user:
@@ -522,7 +526,7 @@ class Recommender:
 
         if self._popularity is not None and time.monotonic() - self._popularity[0] < self.POPULARITY_TTL:
             return self._popularity[1]
-        weight = func.coalesce(store.Interaction.weight, _event_weight_case(EVENT_WEIGHTS))
+        weight = _event_weight(EVENT_WEIGHTS, self.workspace.settings.max_weight)
         with self.workspace.session() as session:
             rows = session.execute(
                 select(store.Interaction.item_id, func.sum(weight)).group_by(store.Interaction.item_id)
@@ -589,15 +593,21 @@ class Recommender:
             query = space.transform(query)  # a raw model vector, like those the store keeps
         return self._describe(retrieve(space, query, k, exclude))
 
-    def similar_to_image(self, data: bytes, k: int = 10) -> list[Recommendation]:
-        """Visual search: items nearest to an uploaded or local image (validated like ingest)."""
+    def similar_to_image(
+        self, data: bytes, k: int = 10, *, max_pixels: int | None = None
+    ) -> list[Recommendation]:
+        """Visual search: items nearest to an uploaded or local image (validated like ingest).
+
+        ``max_pixels``: refuse larger pictures (default: the ingest limit; the web uses a lower one).
+        """
         from recsys.catalog import BadImage, prepare_image
 
         settings = self.workspace.settings
         try:
-            jpeg = prepare_image(data, settings.max_side, settings.max_pixels)
+            jpeg = prepare_image(data, settings.max_side, max_pixels or settings.max_pixels)
         except BadImage as exc:
-            raise (RecsysError if exc.decodable else NotAnImage)(str(exc)) from None
+            error = TooLarge if exc.too_large else RecsysError if exc.decodable else NotAnImage
+            raise error(str(exc)) from None
         vector = self.workspace.embedder(self.model).embed_bytes(jpeg)
         return self.similar(vector, k)
 
@@ -659,7 +669,11 @@ def _bare(hits: list[tuple[int, float]], because: dict[int, int] | None = None) 
     return [Recommendation(item_id=i, key="", score=s) for i, s in hits]
 
 
-def _event_weight_case(weights: dict[str, float]):
+def _event_weight(weights: dict[str, float], max_weight: float):
+    """SQL for an event's weight: its own, clipped to [0, max_weight], else its type's default."""
     from sqlalchemy import case
 
-    return case(*((store.Interaction.event == name, w) for name, w in weights.items()), else_=1.0)
+    own = store.Interaction.weight
+    clipped = case((own > max_weight, max_weight), (own < 0, 0.0), else_=own)
+    by_type = case(*((store.Interaction.event == name, w) for name, w in weights.items()), else_=1.0)
+    return func.coalesce(clipped, by_type)

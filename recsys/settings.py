@@ -33,6 +33,19 @@ class Settings:
         half_life_days: Recency half-life of events in profiles; None weighs all alike.
         mmr_lambda: Relevance share in maximal-marginal-relevance diversification (0..1).
         spark_master: Spark master URL for `recsys embed --engine spark`.
+        max_weight: Largest weight an event may carry; larger (or non-finite) weights are refused,
+            so one client cannot drown everyone's popularity counts.
+        upload_max_pixels: Uploads (visual search) with more pixels than this answer 413; far below
+            ``max_pixels`` because a decoded upload lives in the server's memory.
+        upload_decodes: Uploads decoded at once per server process; more wait a second, then 503.
+        cookie_secure: Mark the session cookie Secure (set it when the site is served over HTTPS).
+        limit_api_writes: Rate limit on API writes, per token (Flask-Limiter syntax).
+        limit_page_writes: Rate limit on clicks recorded from the page, per client address.
+        limit_uploads: Rate limit on visual searches, per token or client address.
+        limit_new_visitors: Rate limit on new page visitors, per client address.
+        limit_storage: Where rate-limit counters live: memory:// (per process) or e.g. redis://host.
+        trusted_proxies: Reverse proxies in front of the server whose X-Forwarded-* headers are
+            believed (0: none; the client address is the socket's).
     """
 
     home: Path = Path("recsys-home")
@@ -49,13 +62,25 @@ class Settings:
     half_life_days: float | None = None
     mmr_lambda: float = 0.7
     spark_master: str = "local[*]"
+    max_weight: float = 100.0
+    upload_max_pixels: int = 16_000_000
+    upload_decodes: int = 2
+    cookie_secure: bool = False
+    limit_api_writes: str = "100 per second"
+    limit_page_writes: str = "60 per minute"
+    limit_uploads: str = "30 per minute"
+    limit_new_visitors: str = "20 per hour"
+    limit_storage: str = "memory://"
+    trusted_proxies: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "home", Path(self.home))
+        # Resolved once, here: no code path may depend on the working folder later (Flask's
+        # send_file, for one, resolves a relative path against the package, not the cwd).
+        object.__setattr__(self, "home", Path(self.home).expanduser().resolve())
 
     @property
     def database_url(self) -> str:
-        return self.db_url or f"sqlite:///{(self.home / 'recsys.db').resolve()}"
+        return self.db_url or f"sqlite:///{self.home / 'recsys.db'}"
 
     @property
     def images_dir(self) -> Path:
@@ -96,6 +121,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         try:
             if name == "home":
                 out[name] = Path(value)
+            elif kind == "bool":
+                out[name] = _boolean(value)
             elif kind == "int":
                 out[name] = int(value)
             elif kind.startswith("float"):
@@ -104,6 +131,18 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
                 out[name] = value
         except (TypeError, ValueError):
             raise RecsysError(f"setting {name}: {value!r} is not a valid {kind}") from None
-        if kind.startswith(("int", "float")) and out[name] <= 0 and name not in ("retries", "mmr_lambda"):
+        zero_ok = ("retries", "mmr_lambda", "trusted_proxies")
+        if kind.startswith(("int", "float")) and out[name] <= 0 and not (out[name] == 0 and name in zero_ok):
             raise RecsysError(f"setting {name}: must be positive, got {value!r}")
     return out
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)

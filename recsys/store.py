@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -86,7 +87,10 @@ class Interaction(Base):
     """One event of a user on an item (view, click, like, purchase) at a time, with a weight."""
 
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_user_ts", "user_id", "ts"),)
+    __table_args__ = (
+        Index("ix_interactions_user_ts", "user_id", "ts"),
+        UniqueConstraint("user_id", "event_key", name="uq_interactions_user_event_key"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
     item_id: Mapped[int] = mapped_column(
@@ -95,7 +99,7 @@ class Interaction(Base):
     event: Mapped[str] = mapped_column(String(16), nullable=False)
     weight: Mapped[float | None] = mapped_column(Float)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    event_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    event_key: Mapped[str | None] = mapped_column(String(128))  # idempotency key, unique per user
 
 
 class ModelVersion(Base):
@@ -111,6 +115,18 @@ class ModelVersion(Base):
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is kept (see ``recsys.tokens``)."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    scope: Mapped[str] = mapped_column(String(16), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # --- engine and migrations -------------------------------------------------------------------
@@ -141,6 +157,8 @@ def open_engine(url: str) -> Engine:
         db = engine.url.database
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):  # created 0600; SQLite gives its -wal the same
+                os.close(os.open(db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
@@ -257,6 +275,8 @@ def check_text(value: str, what: str, max_length: int | None = None) -> str:
         raise RecsysError(f"{what} longer than {max_length} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise RecsysError(f"{what} contains a control character")
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # a lone surrogate cannot be stored as UTF-8
+        raise RecsysError(f"{what} is not valid Unicode (a lone surrogate)")
     return value
 
 

@@ -24,7 +24,8 @@ class Workspace:
     def __init__(self, settings: Settings | None = None, *, migrate: bool = True) -> None:
         self.settings = settings or Settings.from_env()
         self.home = Path(self.settings.home)
-        self.home.mkdir(parents=True, exist_ok=True)
+        if not self.home.exists():  # private by default: it holds the database and the web secret
+            self.home.mkdir(parents=True, mode=0o700)
         self.engine = store.open_engine(self.settings.database_url)
         if migrate:
             store.migrate(self.engine)

@@ -150,6 +150,28 @@ def settings_for(home: Path, **kw) -> Settings:
     return Settings(home=home, db_url=db_url_for(home), **kw)
 
 
+def make_token(home: Path, scope: str = "write", name: str | None = None) -> str:
+    """A real API token in the workspace at ``home`` (made the way `recsys token create` makes it)."""
+    from recsys import tokens
+
+    with Workspace(settings_for(home)) as ws:
+        return tokens.create(ws, name or f"test-{scope}-{os.urandom(3).hex()}", scope)
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def csrf_token(html: bytes | str) -> str:
+    """The CSRF token a page's forms carry (what a real browser would post back)."""
+    import re
+
+    text = html.decode() if isinstance(html, bytes) else html
+    found = re.search(r'name="csrf_token" value="([^"]+)"', text)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _drop_test_databases():
     yield

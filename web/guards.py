@@ -1,0 +1,203 @@
+"""Request guards: CSRF, same-origin posts, rate limits, security headers, input bounds, uploads.
+
+CSRF tokens come from Flask-WTF and rate limits from Flask-Limiter; this module only says where
+they apply. Every limit is a setting (``RECSYS_LIMIT_*``), counted per token for the API and per
+client address for the page; counters live in ``RECSYS_LIMIT_STORAGE`` (memory by default, one
+counter per process; a redis:// URL shares them between processes and servers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from flask import Flask, abort, g, request
+from flask_limiter import Limiter
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from recsys.settings import Settings
+from web.identity import visitor
+
+#: Largest JSON body the API reads, and the deepest nesting it parses.
+MAX_JSON_BYTES = 64 * 1024
+#: Largest id a route accepts (SQL integers are 64-bit).
+MAX_ID = 2**63 - 1
+#: Seconds an upload waits for a decode slot before the answer is 503.
+DECODE_WAIT_SECONDS = 1.0
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+csrf = CSRFProtect()
+
+
+# -- who a limit counts -------------------------------------------------------------------------
+
+
+def client_address() -> str:
+    return f"addr:{request.remote_addr or 'unknown'}"
+
+
+def token_or_address() -> str:
+    token = g.get("token")
+    return f"token:{token.name}" if token is not None else client_address()
+
+
+#: endpoint -> (setting holding the limit, whom it counts, exempt when)
+LIMITS = {
+    "api.events": [("limit_api_writes", token_or_address, None)],
+    "api.search": [("limit_uploads", token_or_address, None)],
+    "pages.search": [("limit_uploads", client_address, lambda: request.method != "POST")],
+    "pages.view": [
+        ("limit_page_writes", client_address, None),
+        ("limit_new_visitors", client_address, lambda: visitor() is not None),  # the first click
+    ],
+    "pages.start": [("limit_new_visitors", client_address, None)],
+}
+
+
+def apply_limits(app: Flask, settings: Settings) -> Limiter:
+    """A limiter of this app's own (its counters are not shared with other apps in the process)."""
+    limiter = Limiter(
+        client_address,
+        app=app,
+        storage_uri=settings.limit_storage,
+        headers_enabled=True,
+        strategy="moving-window",
+        key_prefix="recsys",
+    )
+    for endpoint, limits in LIMITS.items():
+        view = app.view_functions[endpoint]
+        for setting, key, exempt in limits:
+            view = limiter.limit(
+                getattr(settings, setting),
+                key_func=key,
+                exempt_when=exempt,
+                scope=f"{endpoint}:{setting}",
+            )(view)
+        app.view_functions[endpoint] = view
+    return limiter
+
+
+# -- cross-site posts ----------------------------------------------------------------------------
+
+
+def same_origin_posts():
+    """Refuse a state-changing page request sent from another site (even with a stolen token).
+
+    Browsers send Origin on cross-site posts, and Sec-Fetch-Site everywhere they can; a request
+    with neither (curl, old browsers) still has to carry the CSRF token.
+    """
+    if request.method in ("GET", "HEAD", "OPTIONS") or request.path.startswith("/api/"):
+        return None
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        abort(403, description="cross-site request refused")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        here = urlsplit(request.host_url)
+        there = urlsplit(origin)
+        if (there.scheme, there.netloc) != (here.scheme, here.netloc):
+            abort(403, description=f"request from another origin ({origin[:100]}) refused")
+    return None
+
+
+# -- input bounds ----------------------------------------------------------------------------
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def json_object() -> dict:
+    """The request body as a JSON object, bounded in size and depth; NaN/Infinity are refused."""
+    if not request.is_json:
+        abort(415, description="send Content-Type: application/json with a JSON object")
+    if (request.content_length or 0) > MAX_JSON_BYTES:
+        abort(413, description=f"JSON bodies are limited to {MAX_JSON_BYTES // 1024} KB")
+    raw = request.get_data(cache=False)
+    if len(raw) > MAX_JSON_BYTES:
+        abort(413, description=f"JSON bodies are limited to {MAX_JSON_BYTES // 1024} KB")
+    try:
+        body = json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        abort(400, description="JSON nested too deeply")
+    except (ValueError, UnicodeDecodeError) as exc:
+        abort(400, description=f"body is not valid JSON ({str(exc).splitlines()[0][:120]})")
+    if not isinstance(body, dict):
+        abort(400, description="send a JSON object")
+    return body
+
+
+def item_id(value: int) -> int:
+    """An id from a URL, or 404 when no SQL integer could hold it."""
+    if not 0 < value <= MAX_ID:
+        abort(404, description=f"no item {value}")
+    return value
+
+
+# -- uploads ---------------------------------------------------------------------------------
+
+
+class DecodeSlots:
+    """At most ``n`` uploads decoded at once in this process; the rest wait briefly, then 503."""
+
+    def __init__(self, n: int) -> None:
+        self._slots = threading.BoundedSemaphore(n)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        if not self._slots.acquire(timeout=DECODE_WAIT_SECONDS):
+            raise ServiceUnavailable(
+                description="too many pictures are being decoded right now; try again in a second",
+                retry_after=1,
+            )
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+
+# -- wiring --------------------------------------------------------------------------------
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    """Everything here, applied to ``app`` (after its blueprints are registered)."""
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid as long as the session
+    csrf.init_app(app)
+    from web import api
+
+    csrf.exempt(api.bp)  # bearer tokens, never cookies: a browser cannot forge them
+    app.before_request(same_origin_posts)
+    app.extensions["recsys_decodes"] = DecodeSlots(settings.upload_decodes)
+    app.extensions["recsys_limiter"] = apply_limits(app, settings)
+
+    @app.after_request
+    def security_headers(response):
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        if not request.path.startswith(("/static/", "/images/")):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def decode_slot():
+    from flask import current_app
+
+    return current_app.extensions["recsys_decodes"].hold()

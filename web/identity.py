@@ -1,0 +1,112 @@
+"""Who is asking: the page's visitor (a signed session cookie) and the API's bearer token.
+
+A visitor is a random, unguessable user key made when they start fresh or first click; the cookie
+is the only way to act as them, and no URL switches it. API calls carry ``Authorization: Bearer
+<token>`` (``recsys token create``); each route says the scope it needs, and a route is public only
+when it says so.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Flask, abort, current_app, g, request, session
+
+from recsys import store, tokens
+from web.errors import error_response
+from web.services import services
+
+F = TypeVar("F", bound=Callable)
+VISITOR_PREFIX = "visitor-"
+
+
+# -- page visitors --------------------------------------------------------------------------------
+
+
+def visitor() -> str | None:
+    """The visitor's user key from the signed cookie, or None before they start."""
+    return session.get("visitor")
+
+
+def new_visitor() -> str:
+    """Make a fresh visitor and sign them in (starting fresh drops the previous identity)."""
+    key = VISITOR_PREFIX + secrets.token_urlsafe(16)
+    ws = services().workspace
+
+    def write() -> None:
+        with ws.session() as s, s.begin():
+            store.insert_ignoring_duplicates(s, store.User, [{"key": key, "created_at": store.utcnow()}])
+
+    store.retry_on_busy(write)
+    session.clear()
+    session["visitor"] = key
+    session.permanent = True
+    return key
+
+
+def visitor_or_new() -> str:
+    return visitor() or new_visitor()
+
+
+def demo_only() -> None:
+    """Other people's pages exist only in demo mode; elsewhere they are simply not there."""
+    if not services().demo:
+        abort(404)
+
+
+# -- API tokens -----------------------------------------------------------------------------------
+
+
+def requires(scope: str | None) -> Callable[[F], F]:
+    """Declare the token scope a JSON route needs (None: public). Undeclared routes need ``read``."""
+    if scope is not None and scope not in tokens.SCOPES:
+        raise ValueError(scope)
+
+    def mark(view: F) -> F:
+        view.required_scope = scope  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def required_scope(endpoint: str | None) -> str | None:
+    view = current_app.view_functions.get(endpoint or "")
+    return getattr(view, "required_scope", "read")
+
+
+def authenticate():
+    """``before_request`` of the API: 401 without a valid token, 403 when its scope is too narrow."""
+    scope = required_scope(request.endpoint)
+    if request.endpoint is None or scope is None:
+        return None
+    header = request.headers.get("Authorization", "")
+    kind, _, value = header.partition(" ")
+    if kind.lower() != "bearer" or not value.strip():
+        return error_response(
+            401,
+            "this endpoint needs 'Authorization: Bearer <token>' (make one with `recsys token create NAME`)",
+            {"WWW-Authenticate": 'Bearer realm="recsys"'},
+        )
+    token = tokens.verify(services().workspace, value.strip())
+    if token is None:
+        return error_response(
+            401,
+            "unknown or revoked token",
+            {"WWW-Authenticate": 'Bearer realm="recsys", error="invalid_token"'},
+        )
+    if not token.allows(scope):
+        return error_response(
+            403,
+            f"token {token.name!r} has scope {token.scope!r}; this needs {scope!r}",
+            {"WWW-Authenticate": f'Bearer realm="recsys", error="insufficient_scope", scope="{scope}"'},
+        )
+    g.token = token
+    return None
+
+
+def init_app(app: Flask) -> None:
+    @app.context_processor
+    def who() -> dict:
+        return {"visitor": visitor(), "demo": services().demo}

@@ -1,0 +1,252 @@
+"""The OpenAPI 3.0 document of the JSON API, kept by hand beside the routes it describes.
+
+Served at /api/openapi.json; ``tests/test_schema.py`` runs schemathesis against it, so a route
+and its description cannot drift apart unnoticed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from recsys.interactions import EVENT_WEIGHTS, USER_KEY_LENGTH
+from recsys.recommend import STRATEGIES
+from recsys.store import KEY_LENGTH
+from web.params import MAX_K
+
+
+def _error(description: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str) -> dict:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+    }
+
+
+AUTH_ERRORS = {
+    "401": _error("no token, or an unknown or revoked one (WWW-Authenticate: Bearer)"),
+    "403": _error("the token's scope does not allow this"),
+}
+K = {
+    "name": "k",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+    "description": "How many items.",
+}
+NULLABLE_TEXT = {"type": "string", "nullable": True}
+
+
+@functools.cache
+def document() -> dict:
+    from recsys import __version__
+
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "recsys",
+            "version": __version__,
+            "description": "More like your history: recommendations from image embeddings. "
+            "Every endpoint but /api/health and this document needs 'Authorization: Bearer <token>' "
+            "(`recsys token create NAME --scope read|write`).",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message", "status"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "message": {"type": "string"},
+                        "status": {"type": "integer"},
+                    },
+                },
+                "Item": {
+                    "type": "object",
+                    "required": ["item_id", "key", "score", "label", "title", "because"],
+                    "properties": {
+                        "item_id": {"type": "integer"},
+                        "key": {"type": "string"},
+                        "score": {"type": "number"},
+                        "label": NULLABLE_TEXT,
+                        "title": NULLABLE_TEXT,
+                        "because": {**NULLABLE_TEXT, "description": "the history item it resembles"},
+                    },
+                },
+                "Recommendations": {
+                    "type": "object",
+                    "required": ["user", "strategy", "cold_start", "history_size", "notes", "items"],
+                    "properties": {
+                        "user": {"type": "string"},
+                        "strategy": {"type": "string", "enum": list(STRATEGIES)},
+                        "cold_start": {"type": "boolean"},
+                        "history_size": {"type": "integer", "minimum": 0},
+                        "notes": {"type": "array", "items": {"type": "string"}},
+                        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+                    },
+                },
+                "Similar": {
+                    "type": "object",
+                    "required": ["similar"],
+                    "properties": {
+                        "item": {"type": "string"},
+                        "similar": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+                    },
+                },
+                "Event": {
+                    "type": "object",
+                    "required": ["user", "item"],
+                    "properties": {
+                        "user": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": USER_KEY_LENGTH,
+                            "description": "NFC, trimmed; no control, bidi or zero-width characters",
+                        },
+                        "item": {"type": "string", "minLength": 1, "maxLength": KEY_LENGTH},
+                        "event": {"type": "string", "enum": list(EVENT_WEIGHTS)},
+                        "at": {
+                            "oneOf": [{"type": "string"}, {"type": "number"}],
+                            "description": "ISO-8601 or Unix seconds, 1970 to one day ahead (default: now)",
+                        },
+                        "weight": {"type": "number", "minimum": 0, "maximum": 100},
+                        "event_key": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 128,
+                            "description": "idempotency key, unique per user",
+                        },
+                    },
+                },
+                "Stored": {
+                    "type": "object",
+                    "required": ["stored", "duplicate"],
+                    "properties": {"stored": {"type": "integer"}, "duplicate": {"type": "boolean"}},
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "items", "embedded", "model"],
+                    "properties": {
+                        "status": {"type": "string"},
+                        "items": {"type": "integer"},
+                        "embedded": {"type": "integer"},
+                        "model": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/api/health": {
+                "get": {
+                    "summary": "Item and embedding counts (no token needed)",
+                    "security": [],
+                    "responses": {"200": _ok("the workspace is up", "Health")},
+                }
+            },
+            "/api/openapi.json": {
+                "get": {
+                    "summary": "This document (no token needed)",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.0", "content": {"application/json": {}}}},
+                }
+            },
+            "/api/users/{user}/recommendations": {
+                "get": {
+                    "summary": "Unseen items like the user's history, each with the item it resembles",
+                    "parameters": [
+                        {
+                            "name": "user",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": USER_KEY_LENGTH},
+                        },
+                        K,
+                        {
+                            "name": "strategy",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": list(STRATEGIES)},
+                        },
+                    ],
+                    "responses": {
+                        "200": _ok("the list", "Recommendations"),
+                        "400": _error("a bad k, strategy or user key"),
+                        **AUTH_ERRORS,
+                        "404": _error("unknown user"),
+                    },
+                }
+            },
+            "/api/events": {
+                "post": {
+                    "summary": "Record what a user did (the user is created on first sight)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Event"}}},
+                    },
+                    "responses": {
+                        "201": _ok("stored", "Stored"),
+                        "200": _ok("this user already has this event_key with this payload", "Stored"),
+                        "400": _error("malformed"),
+                        **AUTH_ERRORS,
+                        "404": _error("unknown item"),
+                        "409": _error("this user's event_key is stored with another payload"),
+                        "413": _error("body larger than 64 KB"),
+                        "415": _error("not JSON"),
+                        "429": _error("rate limit (Retry-After says when to come back)"),
+                    },
+                }
+            },
+            "/api/items/{key}/similar": {
+                "get": {
+                    "summary": "Items that look like this one",
+                    "parameters": [
+                        {
+                            "name": "key",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": KEY_LENGTH},
+                        },
+                        K,
+                    ],
+                    "responses": {
+                        "200": _ok("similar items", "Similar"),
+                        "400": _error("a bad k"),
+                        **AUTH_ERRORS,
+                        "404": _error("unknown item"),
+                    },
+                }
+            },
+            "/api/search": {
+                "post": {
+                    "summary": "Items that look like an uploaded picture",
+                    "parameters": [K],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["image"],
+                                    "properties": {"image": {"type": "string", "format": "binary"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _ok("similar items", "Similar"),
+                        "400": _error("no picture, or a bad k"),
+                        **AUTH_ERRORS,
+                        "413": _error("more than 8 MB, or more pixels than the upload limit"),
+                        "415": _error("not an image"),
+                        "429": _error("rate limit"),
+                        "503": _error("too many pictures being decoded; Retry-After"),
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,125 @@
+"""The pages: home, your history and recommendations, items, search by photo, item images.
+
+The visitor is whoever the signed cookie says (``web.identity``); every page shows only their own
+history. Other people's pages and the People list exist only in demo mode.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, redirect, render_template, request, send_file, url_for
+from sqlalchemy import desc, func, select
+
+from recsys import store
+from recsys.errors import NotFound
+from recsys.recommend import STRATEGIES
+from web import guards, params
+from web.identity import demo_only, new_visitor, visitor, visitor_or_new
+from web.services import rec, services
+from web.uploads import similar_to_upload
+
+bp = Blueprint("pages", __name__)
+
+#: What a click on the page may record.
+PAGE_EVENTS = ("view", "like")
+
+
+def _item_ids(keys: list[str]) -> dict[str, int]:
+    with services().workspace.session() as s:
+        return store.item_ids(s, keys)
+
+
+def _history_page(user: str | None, *, own: bool):
+    """The history strip and the "more like your history" grid of ``user`` (None: nobody yet)."""
+    strategy = params.strategy()
+    r = rec()
+    k = params.k(12)
+    result = (
+        r.recommend(user, k, strategy=strategy) if user else r.recommend_for_history([], k, strategy=strategy)
+    )
+    history = r.history(user, limit=30) if user else []
+    return render_template(
+        "user.html",
+        user=user,
+        own=own,
+        result=result,
+        history=history,
+        strategies=STRATEGIES,
+        strategy=strategy,
+    )
+
+
+@bp.get("/")
+def home():
+    people = []
+    if services().demo:
+        with services().workspace.session() as s:
+            people = s.execute(
+                select(store.User.key, func.count(store.Interaction.id).label("n"))
+                .join(store.Interaction, store.Interaction.user_id == store.User.id)
+                .group_by(store.User.key)
+                .order_by(desc("n"), store.User.key)
+                .limit(30)
+            ).all()
+    return render_template("home.html", people=people, popular=rec().popular(12))
+
+
+@bp.post("/start")
+def start():
+    new_visitor()
+    return redirect(url_for("pages.you"))
+
+
+@bp.get("/you")
+def you():
+    return _history_page(visitor(), own=True)
+
+
+@bp.post("/view")
+def view():
+    """A click on a card: recorded for the signed-in visitor (made now if this is their first)."""
+    item = request.form.get("item", "")
+    event = request.form.get("event", "view")
+    if event not in PAGE_EVENTS:
+        abort(400, description=f"event must be one of {', '.join(PAGE_EVENTS)}")
+    strategy = params.strategy(request.form.get("strategy", "average"))
+    rec().record(visitor_or_new(), item, event)
+    return redirect(url_for("pages.you", strategy=strategy))
+
+
+@bp.get("/users/<path:user>")
+def user_page(user: str):
+    demo_only()
+    if not rec().user_exists(user):
+        raise NotFound(f"unknown user {user!r}")
+    return _history_page(user, own=user == visitor())
+
+
+@bp.get("/items/<path:key>")
+def item_page(key: str):
+    r = rec()
+    with services().workspace.session() as s:
+        item = s.scalar(select(store.Item).where(store.Item.key == key))
+    if item is None:
+        raise NotFound(f"unknown item {key!r}")
+    return render_template("item.html", item=item, similar=r.similar(key, params.k(12)))
+
+
+@bp.route("/search", methods=["GET", "POST"])
+def search():
+    hits = similar_to_upload(params.k(12)) if request.method == "POST" else None
+    return render_template("search.html", hits=hits)
+
+
+@bp.get("/images/<int:item_id>")
+def image(item_id: int):
+    guards.item_id(item_id)
+    ws = services().workspace
+    with ws.session() as s:
+        rel = s.scalar(select(store.Item.image_path).where(store.Item.id == item_id))
+    if rel is None:
+        abort(404, description=f"no item {item_id}")
+    path = ws.image_file(rel)
+    if not path.is_file():
+        abort(404, description=f"image of item {item_id} is missing")
+    # the download name is the id: the image store's own file names stay internal
+    return send_file(path, mimetype="image/jpeg", max_age=3600, download_name=f"{item_id}.jpg")

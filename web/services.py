@@ -1,0 +1,44 @@
+"""What every request of one app shares: the workspace, the recommender, and the demo switch."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from flask import current_app
+
+from recsys.recommend import Recommender
+from recsys.settings import Settings
+from recsys.workspace import Workspace
+
+
+@dataclass
+class Services:
+    """One per app (``app.extensions["recsys"]``).
+
+    Attributes:
+        settings: The workspace's settings (limits, cookie flags).
+        workspace: The open workspace.
+        recommender: The one ``Recommender`` all requests use (its caches are per process).
+        demo: Demo mode: other people's pages and the People list are shown (loopback only).
+    """
+
+    settings: Settings
+    workspace: Workspace
+    recommender: Recommender
+    demo: bool = False
+    _loading: threading.Lock = field(default_factory=threading.Lock)
+
+    def rec(self) -> Recommender:
+        """The recommender with its vectors loaded: the first request loads, the others wait."""
+        with self._loading:
+            self.recommender.space()
+        return self.recommender
+
+
+def services() -> Services:
+    return current_app.extensions["recsys"]
+
+
+def rec() -> Recommender:
+    return services().rec()
