@@ -106,9 +106,9 @@ def free_port() -> int:
 
 
 def client_process(
-    port: int, seconds: float, clients: int, users: list[str], items: list[str], tag: str
+    port: int, seconds: float, clients: int, users: list[str], items: list[str], tag: str, keys: list[str]
 ) -> None:
-    """Runs in its own process: ``clients`` threads, each on one keep-alive connection."""
+    """Runs in its own process: ``clients`` threads, each on one keep-alive connection and token."""
     results: list[tuple[str, float, int]] = []
     acked: list[str] = []
     lock = threading.Lock()
@@ -116,6 +116,7 @@ def client_process(
 
     def worker(n: int) -> None:
         rng = random.Random(n)
+        auth = {"Authorization": f"Bearer {keys[n]}"}
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         i = 0
         while time.perf_counter() < stop:
@@ -123,7 +124,7 @@ def client_process(
             start = time.perf_counter()
             try:
                 if kind == "recommend":
-                    conn.request("GET", f"/api/users/{rng.choice(users)}/recommendations?k=10")
+                    conn.request("GET", f"/api/users/{rng.choice(users)}/recommendations?k=10", headers=auth)
                 else:
                     key = f"{tag}-{n}-{i}"
                     body = json.dumps(
@@ -134,7 +135,7 @@ def client_process(
                             "event_key": key,
                         }
                     )
-                    conn.request("POST", "/api/events", body, {"Content-Type": "application/json"})
+                    conn.request("POST", "/api/events", body, {"Content-Type": "application/json", **auth})
                 response = conn.getresponse()
                 response.read()
                 status = response.status
@@ -171,10 +172,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.client:  # the load-generator process
         port, seconds, clients, tag, home = args.client
-        with Workspace(Settings(home=Path(home))) as ws, ws.session() as s:
-            users = list(s.scalars(store.select(store.User.key)))
-            items = list(s.scalars(store.select(store.Item.key)))
-        client_process(int(port), float(seconds), int(clients), users, items, tag)
+        from recsys import tokens
+
+        with Workspace(Settings(home=Path(home))) as ws:
+            with ws.session() as s:
+                users = list(s.scalars(store.select(store.User.key)))
+                items = list(s.scalars(store.select(store.Item.key)))
+            keys = [tokens.create(ws, f"{tag}-{n}", "write") for n in range(int(clients))]  # one per client
+        client_process(int(port), float(seconds), int(clients), users, items, tag, keys)
         return
 
     with tempfile.TemporaryDirectory() as tmp:

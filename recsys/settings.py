@@ -66,7 +66,7 @@ class Settings:
     upload_max_pixels: int = 16_000_000
     upload_decodes: int = 2
     cookie_secure: bool = False
-    limit_api_writes: str = "100 per second"
+    limit_api_writes: str = "300 per second"
     limit_page_writes: str = "60 per minute"
     limit_uploads: str = "30 per minute"
     limit_new_visitors: str = "20 per hour"

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 
-import recsys  # noqa: F401  (legacy-Keras switch before TensorFlow)
+import recsys  # (legacy-Keras switch before TensorFlow)
 from recsys.settings import Settings
 from recsys.workspace import Workspace
+
+recsys.quiet_tensorflow()
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "data" / "flowers"
@@ -99,8 +101,18 @@ def cli_env(home: Path | None = None, extra: dict | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def running_server(home: Path, *extra_args: str) -> Iterator[str]:
-    """``recsys serve`` on a free loopback port (a real HTTP server); yields its base URL."""
+def running_server(
+    home: Path,
+    *extra_args: str,
+    cwd: Path | None = None,
+    home_arg: str | None = None,
+    env: dict | None = None,
+) -> Iterator[str]:
+    """``recsys serve`` on a free loopback port (a real HTTP server); yields its base URL.
+
+    ``cwd`` and ``home_arg`` run it from another folder with ``--home`` as given (e.g. relative),
+    the way a user types it. What the server printed is in ``last_server_log`` once it stopped.
+    """
     import socket
     import time
     import urllib.request
@@ -108,9 +120,13 @@ def running_server(home: Path, *extra_args: str) -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "recsys.cli", "serve", "--home", str(home), "--port", str(port), *extra_args]
+    cmd = [sys.executable, "-m", "recsys.cli", "serve", "--home", home_arg or str(home), "--port", str(port)]
+    cmd += extra_args
     log = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty server never blocks on it
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=cli_env(home))
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=cli_env(home, env), cwd=cwd
+    )
+    server_log.append(log)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     try:
@@ -133,7 +149,14 @@ def running_server(home: Path, *extra_args: str) -> Iterator[str]:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        server_log.remove(log)
+        log.seek(0)
+        last_server_log[:] = [log.read()]
         log.close()
+
+
+server_log: list = []  # the running servers' log files
+last_server_log: list[str] = [""]  # what the last stopped server printed
 
 
 def save_figures(name: str, figures: dict) -> None:

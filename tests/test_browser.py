@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from recsys.workspace import Workspace
 from tests.conftest import ARTIFACTS, BUNDLED, running_server, settings_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ALL_IMAGES_LOADED = "els => els.map(e => e.complete && e.naturalWidth > 0)"
 
 
 def _ensure_chromium() -> None:
@@ -30,21 +33,8 @@ def _ensure_chromium() -> None:
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
 
 
-@pytest.fixture
-def server(embedded_copy):
-    from recsys.recommend import Recommender
-
-    # Make the cold-start grid a mix with tulips a minority: 8 popular non-tulips, then the newest.
-    with Workspace(settings_for(embedded_copy)) as ws:
-        rec = Recommender(ws, log=None)
-        for label in ("daisy", "dandelion", "rose", "sunflower"):
-            for f in sorted((BUNDLED / label).glob("*.jpg"))[:2]:
-                rec.record("crowd", f"{label}/{f.stem}")
-    with running_server(embedded_copy) as url:
-        yield url
-
-
-def test_start_fresh_click_three_tulips_and_the_grid_follows(server):
+@contextlib.contextmanager
+def chromium() -> Iterator:
     _ensure_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -63,7 +53,39 @@ def test_start_fresh_click_three_tulips_and_the_grid_follows(server):
                 "--disable-sync",
             ],
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 1400})
+        finally:
+            browser.close()
+
+
+def pictures(page) -> tuple[int, int]:
+    """(pictures on the page, pictures that loaded), after the page has settled."""
+    page.wait_for_load_state("load")
+    loaded = page.eval_on_selector_all("img", ALL_IMAGES_LOADED)
+    return len(loaded), sum(loaded)
+
+
+def _crowd(home: Path) -> None:
+    """Make the cold-start grid a mix with tulips a minority: 8 popular non-tulips, then the newest."""
+    from recsys.recommend import Recommender
+
+    with Workspace(settings_for(home)) as ws:
+        rec = Recommender(ws, log=None)
+        for label in ("daisy", "dandelion", "rose", "sunflower"):
+            for f in sorted((BUNDLED / label).glob("*.jpg"))[:2]:
+                rec.record("crowd", f"{label}/{f.stem}")
+
+
+@pytest.fixture
+def server(embedded_copy):
+    _crowd(embedded_copy)
+    with running_server(embedded_copy) as url:
+        yield url
+
+
+def test_start_fresh_click_three_tulips_and_the_grid_follows(server):
+    with chromium() as page:
         page.goto(server)
         page.click("#start-fresh")
         page.wait_for_selector("#recommendations figure")
@@ -80,10 +102,33 @@ def test_start_fresh_click_three_tulips_and_the_grid_follows(server):
         tulips = page.locator('#recommendations figure[data-label="tulip"]').count()
         history = page.locator("#history a")
         history_keys = [history.nth(i).get_attribute("data-key") for i in range(history.count())]
-        # every card has a loaded picture
-        widths = page.eval_on_selector_all("#recommendations img", "els => els.map(e => e.naturalWidth)")
+        shown, loaded = pictures(page)
         page.screenshot(path=str(ARTIFACTS / "browser-grid.png"), full_page=True)
-        browser.close()
     assert sorted(history_keys) == sorted(clicked) and history_keys[0] == clicked[-1]  # newest first
     assert tulips >= 8, tulips  # of 12: tulips dominate
-    assert all(w > 0 for w in widths)
+    assert shown >= 15 and loaded == shown, (shown, loaded)
+
+
+def test_a_relative_home_served_from_another_folder_shows_every_picture(embedded_copy, tmp_path):
+    """What a new user types: `recsys serve --home <relative>` from some folder (demo mode)."""
+    _crowd(embedded_copy)
+    elsewhere = tmp_path / "somewhere" / "else"
+    elsewhere.mkdir(parents=True)
+    relative = os.path.relpath(embedded_copy, elsewhere)
+    assert not relative.startswith("/")
+    counts = {}
+    with running_server(embedded_copy, "--demo", cwd=elsewhere, home_arg=relative) as url, chromium() as page:
+        page.goto(url)
+        counts["home"] = pictures(page)
+        page.screenshot(path=str(ARTIFACTS / "browser-home.png"), full_page=True)
+        page.click("ul.users a >> nth=0")  # demo mode: someone else's page
+        page.wait_for_selector("#recommendations figure")
+        counts["user"] = pictures(page)
+        page.screenshot(path=str(ARTIFACTS / "browser-user.png"), full_page=True)
+        page.click("#recommendations figure a.title >> nth=0")
+        page.wait_for_selector("#similar figure")
+        counts["item"] = pictures(page)
+        page.screenshot(path=str(ARTIFACTS / "browser-item.png"), full_page=True)
+    print("pictures (shown, loaded):", counts)
+    for where, (shown, loaded) in counts.items():
+        assert shown >= 10 and loaded == shown, (where, shown, loaded)

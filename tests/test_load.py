@@ -1,9 +1,9 @@
 """16 writers at once, 1,000 events each, through the HTTP API and the CLI: each stored exactly once.
 
-Eight threads post single events to `recsys serve` (gunicorn, two worker processes); eight
-processes run `recsys record --csv` chunk after chunk. Both sides re-send part of what they already
-sent, as a client does after a timeout, and retry on errors with the same event keys. The database
-must end up with every event once: no loss, no duplicate.
+Eight threads, each with its own write token, post single events to `recsys serve` (gunicorn, two
+worker processes); eight processes run `recsys record --csv` chunk after chunk. Both sides re-send
+part of what they already sent, as a client does after a timeout, and retry on errors with the same
+event keys. The database must end up with every event once: no loss, no duplicate.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.conftest import BUNDLED, cli_env, db_rows, running_server, save_figures
+from tests.conftest import BUNDLED, bearer, cli_env, db_rows, make_token, running_server, save_figures
 
 API_WRITERS, CLI_WRITERS, EVENTS_PER_WRITER = 8, 8, 1000
 CLI_CHUNKS = 4  # `recsys record --csv` runs per CLI writer (plus one repeated chunk)
@@ -38,16 +38,17 @@ def _event(writer: str, i: int) -> dict:
 class ApiWriter(threading.Thread):
     """Posts its events one by one on a keep-alive connection; errors are retried with the same key."""
 
-    def __init__(self, url: str, name: str) -> None:
+    def __init__(self, url: str, name: str, token: str) -> None:
         super().__init__(name=name)
         self.address = urlparse(url)
+        self.headers = {"Content-Type": "application/json", **bearer(token)}
         self.stored = self.duplicates = self.retries = 0
         self.failures: list[str] = []
 
     def post(self, conn: http.client.HTTPConnection, body: dict) -> http.client.HTTPConnection:
         for attempt in range(10):
             try:
-                conn.request("POST", "/api/events", json.dumps(body), {"Content-Type": "application/json"})
+                conn.request("POST", "/api/events", json.dumps(body), self.headers)
                 response = conn.getresponse()
                 payload = json.loads(response.read())
                 if response.status == 201:
@@ -106,9 +107,10 @@ def test_16_writers_through_api_and_cli_store_every_event_exactly_once(embedded_
     home = embedded_copy
     expected = {f"api{w}-{i}" for w in range(API_WRITERS) for i in range(EVENTS_PER_WRITER)}
     expected |= {f"cli{w}-{i}" for w in range(CLI_WRITERS) for i in range(EVENTS_PER_WRITER)}
+    tokens = [make_token(home, "write", f"writer-{w}") for w in range(API_WRITERS)]  # one per client
     started = time.perf_counter()
     with running_server(home, "--workers", "2", "--threads", "8") as url:
-        api = [ApiWriter(url, f"api{w}") for w in range(API_WRITERS)]
+        api = [ApiWriter(url, f"api{w}", tokens[w]) for w in range(API_WRITERS)]
         cli_results: list[dict] = []
         cli_errors: list[str] = []
         cli = [
