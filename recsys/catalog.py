@@ -225,8 +225,14 @@ def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> b
         raise BadImage(f"corrupt or truncated image: {exc}", decodable=False) from None
     ImageOps.exif_transpose(image, in_place=True)
     factor = max(image.size) // (2 * max_side)  # as thumbnail's reducing_gap=2 would, but before RGB
-    if factor > 1 and image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
-        image = image.reduce(factor)
+    if factor > 1:
+        if image.mode == "1":  # one byte a pixel either way; "1" cannot be reduced, "L" can
+            image = image.convert("L")
+        elif image.mode in ("P", "PA"):  # palettes cannot be averaged: expand, only as far as needed
+            opaque = image.mode == "P" and "transparency" not in image.info
+            image = image.convert("RGB" if opaque else "RGBA")
+        if image.mode in ("L", "LA", "RGB", "RGBA", "I", "F"):
+            image = image.reduce(factor)
     if image.mode in ("RGBA", "LA", "P", "PA"):
         image = image.convert("RGBA")
         background = Image.new("RGB", image.size, (255, 255, 255))
