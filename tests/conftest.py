@@ -159,6 +159,27 @@ server_log: list = []  # the running servers' log files
 last_server_log: list[str] = [""]  # what the last stopped server printed
 
 
+def ensure_system_package(command: str, package: str, why: str) -> str:
+    """The path of ``command``, installing Debian's ``package`` when root can; else skip, saying why.
+
+    Tests that need a program outside Python (chromium for the browser, Java for Spark) install
+    it the way `.ci/run` does, so the README's test command works on a fresh machine.
+    """
+    found = shutil.which(command)
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", package]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+            subprocess.run(install, env=env, capture_output=True)
+        found = shutil.which(command)
+    if not found:
+        pytest.skip(f"{why} needs `{command}`: install it (Debian: apt-get install {package})")
+    return found
+
+
 def save_figures(name: str, figures: dict) -> None:
     """Keep a test's measured figures in ``artifacts/<name>-<database>.json`` (for closing notes)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -4,44 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recsys.workspace import Workspace
-from tests.conftest import ARTIFACTS, BUNDLED, running_server, settings_for
+from tests.conftest import ARTIFACTS, BUNDLED, ensure_system_package, running_server, settings_for
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ALL_IMAGES_LOADED = "els => els.map(e => e.complete && e.naturalWidth > 0)"
-
-
-def _ensure_chromium() -> None:
-    """The test installs what it needs: Debian's chromium (root only), else the test is skipped."""
-    if Path(CHROMIUM).exists():
-        return
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-            check=False,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            capture_output=True,
-        )
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
 
 
 @contextlib.contextmanager
 def chromium() -> Iterator:
-    _ensure_chromium()
+    executable = ensure_system_package("chromium", "chromium", "The browser test")
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=executable,
             headless=True,
             args=[
                 "--no-sandbox",

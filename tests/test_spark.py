@@ -12,7 +12,14 @@ import pytest
 from recsys import store
 from recsys.catalog import ingest
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, one_line_error, run_cli, save_figures, settings_for
+from tests.conftest import (
+    BUNDLED,
+    ensure_system_package,
+    one_line_error,
+    run_cli,
+    save_figures,
+    settings_for,
+)
 
 pytest.importorskip("pyspark", reason="the spark extra is not installed")
 
@@ -34,6 +41,7 @@ def _max_abs_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> f
 def test_spark_vectors_equal_the_local_ones_from_a_parquet_of_paths_and_from_the_catalogue(
     tmp_path, embedded_home, models_cache
 ):
+    ensure_system_package("java", "default-jre-headless", "Spark")
     home = tmp_path / "home"
     shutil.copytree(models_cache, home / "models")
     with Workspace(settings_for(home)) as ws:
