@@ -185,12 +185,17 @@ def fetch(source: str, timeout: float = 20.0, retries: int = 3) -> bytes:
     raise BadImage(f"{last} after {attempt + 1} attempt(s): {source}")
 
 
+#: The formats recsys decodes (Pillow knows dozens; icons, JPEG 2000 or game textures are refused).
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
 def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> bytes:
     """Validate encoded image bytes and return them as an RGB JPEG no larger than ``max_side``.
 
+    Only the common photo formats are opened (``IMAGE_FORMATS``: fewer decoders, fewer ways in).
     The size is checked from the header, before any pixel is decoded; JPEGs are decoded at a
-    reduced scale (``draft``) and other formats reduced by whole factors right after decoding, so
-    a big picture costs its full size in memory once, briefly, and never as RGB.
+    reduced scale (``draft``), and other formats are reduced by whole factors right after
+    decoding, before they are converted to RGB.
     """
     if not data:
         raise BadImage("empty file", decodable=False)
@@ -199,7 +204,7 @@ def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> b
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImage(
@@ -215,14 +220,22 @@ def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> b
     except BadImage:
         raise
     except UnidentifiedImageError:
-        raise BadImage("not an image (unrecognised format)", decodable=False) from None
+        raise BadImage("not an image (or not a JPEG, PNG, WebP, GIF, BMP or TIFF)", decodable=False) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(
             f"image too large: more than the limit of {max_pixels:,} pixels (decompression bomb?)",
             too_large=True,
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadImage(f"corrupt or truncated image: {exc}", decodable=False) from None
+    except Exception as exc:  # Pillow's decoders raise many kinds; every one means "cannot use this"
+        raise BadImage(f"corrupt or truncated image: {type(exc).__name__}: {exc}", decodable=False) from None
+    try:
+        return _shrink(image, max_side)
+    except Exception as exc:  # a header that decoded but pixels that do not convert
+        raise BadImage(f"corrupt image: {type(exc).__name__}: {exc}", decodable=False) from None
+
+
+def _shrink(image: Image.Image, max_side: int) -> bytes:
+    """The decoded picture upright, reduced, on white, as a JPEG whose longest side is ``max_side``."""
     ImageOps.exif_transpose(image, in_place=True)
     factor = max(image.size) // (2 * max_side)  # as thumbnail's reducing_gap=2 would, but before RGB
     if factor > 1:

@@ -850,7 +850,17 @@ def _serve(
     else:
         import waitress
 
-        waitress.serve(make_app(), host=host, port=port, threads=threads, ident="recsys")
+        from web.uploads import MAX_UPLOAD_BYTES
+
+        waitress.serve(
+            make_app(),
+            host=host,
+            port=port,
+            threads=threads,
+            ident="recsys",
+            # waitress buffers a whole body before the app sees it: cap it at the largest upload
+            max_request_body_size=MAX_UPLOAD_BYTES + 64 * 1024,
+        )
 
 
 # --- API tokens -------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def validate(event: Event, max_weight: float = 100.0) -> Event:
     if weight is not None:
         try:
             weight = float(weight)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise RecsysError(f"weight {event.weight!r} is not a number") from None
         if not math.isfinite(weight) or not 0 <= weight <= max_weight:
             raise RecsysError(f"weight {event.weight!r} must be a number from 0 to {max_weight:g}")

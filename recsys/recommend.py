@@ -566,6 +566,7 @@ class Recommender:
 
     def item_vector(self, key: str) -> tuple[int, np.ndarray]:
         space = self._require_space()
+        store.check_text(key, "item key", store.KEY_LENGTH)
         with self.workspace.session() as session:
             item_id = session.scalar(select(store.Item.id).where(store.Item.key == key))
         if item_id is None:

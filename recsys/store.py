@@ -179,7 +179,7 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     """Serialise migrations between processes that open a fresh workspace at the same moment."""
     if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
         lock_path = Path(engine.url.database + ".migrate.lock")
-        with open(lock_path, "a+") as fh:
+        with os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield

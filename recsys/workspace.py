@@ -25,7 +25,9 @@ class Workspace:
         self.settings = settings or Settings.from_env()
         self.home = Path(self.settings.home)
         if not self.home.exists():  # private by default: it holds the database and the web secret
-            self.home.mkdir(parents=True, mode=0o700)
+            missing = [p for p in (self.home, *self.home.parents) if not p.exists()]
+            for folder in reversed(missing):  # parents made here too: none world-writable
+                folder.mkdir(mode=0o700, exist_ok=True)
         self.engine = store.open_engine(self.settings.database_url)
         if migrate:
             store.migrate(self.engine)

@@ -623,3 +623,122 @@ def test_a_500_logs_its_path_and_one_traceback(app, caplog):
     errors = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1 and "/boom?x=1" in errors[0].getMessage() and errors[0].exc_info
     assert any("GET /boom?x=1 500" in r.getMessage() for r in caplog.records if r.name == "recsys.access")
+
+
+# -- found by a security probe after the review -----------------------------------------------------
+
+
+def _ico_around(png: bytes) -> bytes:
+    """An .ico whose one entry is a PNG (Pillow decodes that PNG in full while opening the file)."""
+    import struct
+
+    header = struct.pack("<HHH", 0, 1, 1)
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)
+    return header + entry + png
+
+
+def _saved(image: Image.Image, fmt: str) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt)
+    return out.getvalue()
+
+
+def test_only_common_photo_formats_are_decoded(client, writer):
+    """Probe: a DDS, BLP or SPIDER file answered 500; an .ico held an 88 Mpx PNG past the cap."""
+    small = Image.new("RGB", (4, 4))
+    exotic = {
+        "dds": _saved(small, "DDS"),
+        "ico-bomb": _ico_around(_png(9400)),
+        "jpeg2000": _saved(Image.new("RGB", (64, 64)), "JPEG2000"),
+        "spider": _saved(Image.new("F", (8, 8)), "SPIDER"),
+        "truncated-png": _saved(small, "PNG")[:40],
+    }
+    for name, data in exotic.items():
+        r = client.post(
+            "/api/search", data={"image": (io.BytesIO(data), "x.png", "image/png")}, headers=writer
+        )
+        assert r.status_code == 415 and r.get_json()["status"] == 415, (name, r.status_code, r.get_json())
+
+
+def test_an_integer_weight_too_big_for_a_float_is_a_400(client, writer):
+    for weight in ("1" + "0" * 400, "-1" + "0" * 400):
+        raw = f'{{"user": "u", "item": "{TULIP}", "weight": {weight}}}'
+        r = client.post("/api/events", data=raw, content_type="application/json", headers=writer)
+        assert r.status_code == 400 and r.is_json
+
+
+def test_start_fresh_and_first_clicks_share_one_new_visitor_budget(make_app):
+    """Probe: the 20-an-hour budget was counted twice, once per route (40 visitors)."""
+    client = make_app(limit_new_visitors="3 per hour").test_client()
+    for _ in range(3):
+        assert client.post("/start", data={"csrf_token": csrf_token(client.get("/").data)}).status_code == 302
+    fresh = client.application.test_client()  # a second browser, same address
+    first_click = fresh.post("/view", data={"csrf_token": csrf_token(fresh.get("/you").data), "item": TULIP})
+    assert first_click.status_code == 429
+
+
+def test_retry_after_is_only_on_refusals_and_says_when(make_app, client, writer):
+    """Probe: a busy-upload 503 said Retry-After: 58 (the limiter's window); 201s carried it too."""
+    ok = client.post("/api/events", json={"user": "u", "item": TULIP}, headers=writer)
+    assert ok.status_code == 201 and "Retry-After" not in ok.headers
+    assert not any(h.startswith("X-RateLimit") for h in ok.headers.keys())
+    app = make_app(upload_decodes=1)
+    slots = app.extensions["recsys_decodes"]
+    photo = (BUNDLED / TULIP).with_suffix(".jpg").read_bytes()
+    with slots.hold():  # the only decode slot is busy
+        busy = app.test_client().post(
+            "/api/search", data={"image": (io.BytesIO(photo), "t.jpg", "image/jpeg")}, headers=writer
+        )
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+
+
+def test_demo_mode_answers_loopback_host_names_only(make_app):
+    """Probe: DNS rebinding could read a demo server's People list through another Host name."""
+    demo = make_app(demo=True).test_client()
+    assert demo.get("/", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert demo.get("/", headers={"Host": "localhost"}).status_code == 200
+    assert demo.get("/", headers={"Host": "rebind.attacker.example:8000"}).status_code == 400
+    assert demo.get("/users/crowd", headers={"Host": "rebind.attacker.example"}).status_code == 400
+    redirect = demo.get("/images//1", headers={"Host": "127.0.0.1"})
+    assert redirect.status_code == 404 and "Location" not in redirect.headers
+    pinned = make_app(allowed_hosts="recs.example.com").test_client()
+    assert pinned.get("/", headers={"Host": "recs.example.com"}).status_code == 200
+    assert pinned.get("/", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_the_server_refuses_a_huge_body_before_reading_it(embedded_copy):
+    """Probe: waitress stored a 150 MB body on disk before the 8 MB limit answered 413."""
+    import socket
+
+    with running_server(embedded_copy) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+                b"Content-Length: 157286400\r\n\r\n" + b"\0" * 65536
+            )
+            started = time.perf_counter()
+            answer = sock.recv(200)
+    assert answer.startswith(b"HTTP/1.1 413") and time.perf_counter() - started < 5
+
+
+def test_a_new_workspace_makes_private_parent_folders_even_with_umask_0(tmp_path):
+    """Probe: with umask 000 the parent folders of a new home were world-writable."""
+    home = tmp_path / "a" / "b" / "home"
+    old = os.umask(0)
+    try:
+        Workspace(Settings(home=home, db_url="sqlite://")).close()
+    finally:
+        os.umask(old)
+    for folder in (home, home.parent, home.parent.parent):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_nul_and_unavailable_strategies_are_400_not_500(client, writer):
+    """Probe: /items/%00 would reach PostgreSQL (500); /view with an untrained strategy led to a 400 page."""
+    assert client.get("/items/a%00b").status_code == 400
+    assert client.get("/api/items/a%00b/similar", headers=writer).status_code == 400
+    start(client)
+    form = {"csrf_token": csrf_token(client.get("/you").data), "item": TULIP, "strategy": "two-tower"}
+    assert client.post("/view", data=form).status_code == 400
+    assert b"two-tower" not in client.get("/you").data  # the switch lists what can be served

@@ -72,8 +72,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["recsys"] = Services(settings, workspace, Recommender(workspace, log=None), demo)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    access.init_app(app)  # first: its clock starts before any guard can refuse the request
     errors.init_app(app)
     identity.init_app(app)
-    guards.init_app(app, settings)
-    access.init_app(app)
+    guards.init_app(app, settings, demo=demo)
     return app

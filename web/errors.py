@@ -40,7 +40,12 @@ def error_response(status: int, message: str, headers: dict | None = None):
 def current_page(status: int, message: str):
     from flask import make_response
 
-    return make_response(render_template("error.html", code=status, message=message))
+    try:
+        return make_response(render_template("error.html", code=status, message=message))
+    except Exception:  # no URLs can be built (e.g. a Host name this server does not answer)
+        response = make_response(f"{status} {HTTP_STATUS_CODES.get(status, 'Error')}: {message}\n")
+        response.mimetype = "text/plain"
+        return response
 
 
 def init_app(app: Flask) -> None:
@@ -49,6 +54,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+        if exc.code == 429:
+            from web.guards import retry_after
+
+            headers["Retry-After"] = str(retry_after())
         return error_response(exc.code or 500, exc.description or "", headers)
 
     @app.errorhandler(RecsysError)

@@ -71,26 +71,38 @@ LIMITS = {
 
 
 def apply_limits(app: Flask, settings: Settings) -> Limiter:
-    """A limiter of this app's own (its counters are not shared with other apps in the process)."""
+    """A limiter of this app's own (its counters are not shared with other apps in the process).
+
+    A limit named by the same setting is one budget wherever it applies (a new visitor made by
+    "Start fresh" or by a first click counts once against the same hourly allowance).
+    """
     limiter = Limiter(
         client_address,
         app=app,
         storage_uri=settings.limit_storage,
-        headers_enabled=True,
         strategy="moving-window",
         key_prefix="recsys",
     )
     for endpoint, limits in LIMITS.items():
         view = app.view_functions[endpoint]
         for setting, key, exempt in limits:
-            view = limiter.limit(
-                getattr(settings, setting),
-                key_func=key,
-                exempt_when=exempt,
-                scope=f"{endpoint}:{setting}",
+            view = limiter.shared_limit(
+                getattr(settings, setting), setting, key_func=key, exempt_when=exempt
             )(view)
         app.view_functions[endpoint] = view
     return limiter
+
+
+def retry_after() -> int:
+    """Seconds until the limit this request broke lets another request through."""
+    import time
+
+    from flask import current_app
+
+    breached = current_app.extensions["recsys_limiter"].current_limit
+    if breached is None:
+        return 1
+    return max(1, int(breached.reset_at - time.time()))
 
 
 # -- cross-site posts ----------------------------------------------------------------------------
@@ -174,8 +186,17 @@ class DecodeSlots:
 # -- wiring --------------------------------------------------------------------------------
 
 
-def init_app(app: Flask, settings: Settings) -> None:
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+
+
+def init_app(app: Flask, settings: Settings, *, demo: bool = False) -> None:
     """Everything here, applied to ``app`` (after its blueprints are registered)."""
+    # Which Host headers are answered: demo mode is loopback-only, so a rebound DNS name cannot
+    # read everyone's pages from a visitor's browser; elsewhere RECSYS_ALLOWED_HOSTS (any if unset).
+    hosts = LOOPBACK_HOSTS if demo else [h.strip() for h in settings.allowed_hosts.split(",") if h.strip()]
+    if hosts:
+        app.config["TRUSTED_HOSTS"] = hosts
+    app.url_map.merge_slashes = False  # no redirect that builds a URL from the Host header
     if settings.trusted_proxies:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)

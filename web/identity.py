@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from flask import Flask, abort, current_app, g, request, session
 
-from recsys import store, tokens
+from recsys import tokens
 from web.errors import error_response
 from web.services import services
 
@@ -31,15 +31,11 @@ def visitor() -> str | None:
 
 
 def new_visitor() -> str:
-    """Make a fresh visitor and sign them in (starting fresh drops the previous identity)."""
+    """Make a fresh visitor and sign them in (starting fresh drops the previous identity).
+
+    Nothing is stored until they click: the user row comes with their first event.
+    """
     key = VISITOR_PREFIX + secrets.token_urlsafe(16)
-    ws = services().workspace
-
-    def write() -> None:
-        with ws.session() as s, s.begin():
-            store.insert_ignoring_duplicates(s, store.User, [{"key": key, "created_at": store.utcnow()}])
-
-    store.retry_on_busy(write)
     session.clear()
     session["visitor"] = key
     session.permanent = True

@@ -11,7 +11,6 @@ from sqlalchemy import desc, func, select
 
 from recsys import store
 from recsys.errors import NotFound
-from recsys.recommend import STRATEGIES
 from web import guards, params
 from web.identity import demo_only, new_visitor, visitor, visitor_or_new
 from web.services import rec, services
@@ -30,8 +29,8 @@ def _item_ids(keys: list[str]) -> dict[str, int]:
 
 def _history_page(user: str | None, *, own: bool):
     """The history strip and the "more like your history" grid of ``user`` (None: nobody yet)."""
-    strategy = params.strategy()
     r = rec()
+    strategy = params.strategy(available=r.strategies())
     k = params.k(12)
     result = (
         r.recommend(user, k, strategy=strategy) if user else r.recommend_for_history([], k, strategy=strategy)
@@ -43,7 +42,7 @@ def _history_page(user: str | None, *, own: bool):
         own=own,
         result=result,
         history=history,
-        strategies=STRATEGIES,
+        strategies=r.strategies(),
         strategy=strategy,
     )
 
@@ -81,7 +80,7 @@ def view():
     event = request.form.get("event", "view")
     if event not in PAGE_EVENTS:
         abort(400, description=f"event must be one of {', '.join(PAGE_EVENTS)}")
-    strategy = params.strategy(request.form.get("strategy", "average"))
+    strategy = params.strategy(request.form.get("strategy", "average"), available=rec().strategies())
     rec().record(visitor_or_new(), item, event)
     return redirect(url_for("pages.you", strategy=strategy))
 
@@ -97,6 +96,7 @@ def user_page(user: str):
 @bp.get("/items/<path:key>")
 def item_page(key: str):
     r = rec()
+    store.check_text(key, "item key", store.KEY_LENGTH)
     with services().workspace.session() as s:
         item = s.scalar(select(store.Item).where(store.Item.key == key))
     if item is None:
