@@ -1,15 +1,16 @@
-"""Bounded loopback load against `recsys serve` with 10k items: latency, errors, nothing lost.
+"""Bounded loopback load against `recsys serve` at 10k and 100k items: latency, errors, nothing lost.
 
-Builds (once, cached) a workspace of 10,000 items: the real flowers5 + poster embeddings from the
-recommend bench's base workspace, topped up with structure-keeping variations of them. Starts
-`recsys serve` (waitress) on 127.0.0.1, then runs ``--clients`` concurrent clients for
-``--seconds`` from a separate process: half ask for recommendations of random simulated users,
-half POST events with unique idempotency keys. Prints p50/p99 per endpoint, the error count, and
-checks that every event the server acknowledged is in the database afterwards.
+For each catalogue size, builds a workspace: the real flowers5 + poster embeddings from the
+recommend bench's base workspace, topped up with variations of them, and 200 simulated users.
+Runs `recsys index` and `recsys serve` with only the flags given here (none by default: what a
+user gets), times the first answered recommendation after start, then runs ``--clients``
+concurrent clients for ``--seconds`` from a separate process: half ask for recommendations of
+random users, half POST events with unique idempotency keys (each client with its own token).
+Prints p50/p99 per endpoint, errors, and checks every acknowledged event is in the database.
 
 Traffic stays on loopback, is bounded in time, and stops by itself.
 
-    python bench/web_load.py [--clients 8] [--seconds 20] [--json]
+    python bench/web_load.py [--clients 8] [--seconds 20] [--items 10000,100000] [--workers N] [--json]
 """
 
 from __future__ import annotations
@@ -159,14 +160,109 @@ def client_process(
     print(json.dumps({"results": results, "acked": acked}))
 
 
+def serve_and_load(home: Path, args, *, warm_cache: bool = False) -> dict:
+    """Start `recsys serve` (only the flags given), time its first answer, run the load, stop it."""
+    from recsys import tokens
+
+    with Workspace(Settings(home=home)) as ws:
+        probe_token = tokens.create(ws, f"probe{time.time_ns()}", "read")
+        with ws.session() as s:
+            some_user = s.scalar(store.select(store.User.key).order_by(store.User.id))
+    index_cmd = [sys.executable, "-m", "recsys.cli", "index", "--home", str(home)]
+    if args.index:
+        index_cmd += ["--index", args.index]
+    subprocess.run(index_cmd, check=True, capture_output=True)
+    port = free_port()
+    serve = [sys.executable, "-m", "recsys.cli", "serve", "--home", str(home), "--port", str(port)]
+    if args.workers:
+        serve += ["--workers", str(args.workers)]
+    if args.threads:
+        serve += ["--threads", str(args.threads)]
+    log = tempfile.TemporaryFile("w+")
+    started = time.perf_counter()
+    server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT)
+    out: dict = {}
+    try:
+        # time to the first answered recommendation: what the first visitor after a restart waits
+        first = None
+        while time.perf_counter() - started < 600:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                t0 = time.perf_counter()
+                conn.request(
+                    "GET",
+                    f"/api/users/{some_user}/recommendations?k=10",
+                    headers={"Authorization": f"Bearer {probe_token}"},
+                )
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    first = (time.perf_counter() - started, (time.perf_counter() - t0) * 1000)
+                    break
+            except OSError:
+                time.sleep(0.05)
+        if first is None:
+            log.seek(0)
+            sys.exit(f"error: the server never answered:\n{log.read()[-2000:]}")
+        out["first_response_s"] = round(first[0], 2)
+        out["first_request_ms"] = round(first[1], 1)
+        tag = f"load{time.time_ns()}"
+        load = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--client",
+                str(port),
+                str(args.seconds),
+                str(args.clients),
+                tag,
+                str(home),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.seek(0)
+        chosen = [line for line in log.read().splitlines() if line.startswith("serving recsys")]
+        out["server_said"] = chosen[0] if chosen else ""
+        log.close()
+    data = json.loads(load.stdout.strip().splitlines()[-1])
+    with Workspace(Settings(home=home)) as ws, ws.session() as s:
+        stored = set(
+            s.scalars(
+                store.select(store.Interaction.event_key).where(store.Interaction.event_key.like(f"{tag}-%"))
+            )
+        )
+    results = data["results"]
+    for kind in ("recommend", "event"):
+        times = [t for k, t, _ in results if k == kind]
+        out[kind] = {
+            "requests": len(times),
+            "p50_ms": round(statistics.median(times), 2) if times else None,
+            "p99_ms": round(float(np.percentile(times, 99)), 2) if times else None,
+            "errors": sum(1 for k, _, st in results if k == kind and st not in (200, 201)),
+        }
+        failed = sorted({st for k, _, st in results if k == kind and st not in (200, 201)})
+        if failed:
+            out[kind]["error_statuses"] = failed
+    out["events_acknowledged"] = len(data["acked"])
+    out["events_in_database"] = len(stored)
+    out["events_lost"] = len(set(data["acked"]) - stored)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--items", default="10000,100000", help="Catalogue sizes, comma-separated.")
     parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--index", default="auto", help="Index type built before serving (recsys index).")
-    parser.add_argument("--workers", type=int, default=1, help="recsys serve --workers.")
+    parser.add_argument("--index", help="recsys index --index (default: none given, i.e. auto).")
+    parser.add_argument("--workers", type=int, help="recsys serve --workers (default: none given).")
+    parser.add_argument("--threads", type=int, help="recsys serve --threads (default: none given).")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--client", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -182,93 +278,26 @@ def main() -> None:
         client_process(int(port), float(seconds), int(clients), users, items, tag, keys)
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp) / "home"
-        build_workspace(home, args.items, args.users)
-        subprocess.run(
-            [sys.executable, "-m", "recsys.cli", "index", "--index", args.index, "--home", str(home)],
-            check=True,
-            capture_output=True,
-        )
-        port = free_port()
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "recsys.cli",
-                "serve",
-                "--home",
-                str(home),
-                "--port",
-                str(port),
-                "--workers",
-                str(args.workers),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.time() + 120
-            while time.time() < deadline:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                    conn.request("GET", "/api/health")
-                    if conn.getresponse().status == 200:
-                        break
-                except OSError:
-                    time.sleep(0.3)
-            tag = f"load{int(time.time())}"
-            load = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    str(port),
-                    str(args.seconds),
-                    str(args.clients),
-                    tag,
-                    str(home),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-        data = json.loads(load.stdout.strip().splitlines()[-1])
-        with Workspace(Settings(home=home)) as ws, ws.session() as s:
-            stored = set(
-                s.scalars(
-                    store.select(store.Interaction.event_key).where(
-                        store.Interaction.event_key.like(f"{tag}-%")
-                    )
-                )
-            )
-    results = data["results"]
-    out: dict = {
-        "clients": args.clients,
-        "seconds": args.seconds,
-        "items": args.items,
-        "index": args.index,
-        "workers": args.workers,
-    }
-    for kind in ("recommend", "event"):
-        times = [t for k, t, _ in results if k == kind]
-        out[kind] = {
-            "requests": len(times),
-            "p50_ms": round(statistics.median(times), 2) if times else None,
-            "p99_ms": round(float(np.percentile(times, 99)), 2) if times else None,
-            "errors": sum(1 for k, _, st in results if k == kind and st not in (200, 201)),
-        }
-    out["events_acknowledged"] = len(data["acked"])
-    out["events_in_database"] = len(stored)
-    out["events_lost"] = len(set(data["acked"]) - stored)
+    runs = []
+    for n_items in [int(n) for n in args.items.split(",")]:
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp) / "home"
+            build_workspace(home, n_items, args.users)
+            run = {
+                "items": n_items,
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "index": args.index or "(default)",
+                "workers": args.workers or "(default)",
+                **serve_and_load(home, args),
+            }
+        runs.append(run)
+        if not args.json:
+            for key, value in run.items():
+                print(f"{key:22s} {value}")
+            print()
     if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        for key, value in out.items():
-            print(f"{key:22s} {value}")
+        print(json.dumps(runs, indent=2))
 
 
 if __name__ == "__main__":

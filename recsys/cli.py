@@ -758,14 +758,12 @@ def doctor_cmd(settings: Settings, as_json: bool) -> None:
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8000, show_default=True, help="Port to listen on.")
-@click.option("--threads", type=int, default=8, show_default=True, help="Threads per worker process.")
 @click.option(
     "--workers",
     type=int,
-    default=1,
-    show_default=True,
-    help="Worker processes: 1 runs waitress; more run gunicorn, so Python uses every core.",
+    help="Worker processes [one per core, gunicorn; 1 (waitress) on Windows or 1 core].",
 )
+@click.option("--threads", type=int, help="Threads per worker process [4].")
 @click.option("--demo", is_flag=True, help="Demo mode: anyone may browse everyone's pages (loopback only).")
 @click.option("--https-cookies", is_flag=True, help="Mark the session cookie Secure [RECSYS_COOKIE_SECURE].")
 @click.option("--debug", is_flag=True, help="Flask's development server (loopback only; no console).")
@@ -774,14 +772,16 @@ def serve_cmd(
     settings: Settings,
     host: str,
     port: int,
-    threads: int,
-    workers: int,
+    workers: int | None,
+    threads: int | None,
     demo: bool,
     https_cookies: bool,
     debug: bool,
 ) -> None:
-    """Serve the "more like your history" page and its JSON API."""
-    _serve(settings.replace(cookie_secure=https_cookies or None), host, port, threads, debug, workers, demo)
+    """Serve the "more like your history" page and its JSON API (defaults: README "Serving")."""
+    if workers is not None and workers < 1 or threads is not None and threads < 1:
+        raise RecsysError("--workers and --threads must be at least 1")
+    _serve(settings.replace(cookie_secure=https_cookies or None), host, port, workers, threads, debug, demo)
 
 
 def _is_loopback(host: str) -> bool:
@@ -799,68 +799,17 @@ def _serve(
     settings: Settings,
     host: str,
     port: int,
-    threads: int = 8,
+    workers: int | None = None,
+    threads: int | None = None,
     debug: bool = False,
-    workers: int = 1,
     demo: bool = False,
 ) -> None:
-    import logging
+    from web import server
 
     for flag, on in (("--demo", demo), ("--debug", debug)):
         if on and not _is_loopback(host):
             raise RecsysError(f"{flag} serves on loopback only (127.0.0.1, ::1), not on {host!r}")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    for name in ("recsys", "waitress", "web"):  # access lines, server start, errors with their path
-        logging.getLogger(name).setLevel(logging.INFO)
-
-    def make_app():
-        import faiss
-
-        from web import create_app
-
-        # Concurrency comes from request threads; OpenMP inside each search would oversubscribe cores.
-        faiss.omp_set_num_threads(1)
-        app = create_app({"RECSYS_SETTINGS": settings, "RECSYS_DEMO": demo})
-        app.extensions["recsys"].rec()  # load vectors and index before the first visitor
-        return app
-
-    mode = " in DEMO mode (everyone's pages are public)" if demo else ""
-    click.echo(f"serving recsys on http://{host}:{port}/{mode}  (Ctrl+C stops)")
-    if debug:  # the development server, but never Werkzeug's interactive console
-        make_app().run(host=host, port=port, debug=True, use_debugger=False, use_reloader=False)
-    elif workers > 1:
-        from gunicorn.app.base import BaseApplication
-
-        class Gunicorn(BaseApplication):
-            def load_config(self) -> None:
-                options = {
-                    "bind": f"{host}:{port}",
-                    "workers": workers,
-                    "threads": threads,
-                    "worker_class": "gthread",
-                    "accesslog": None,
-                }
-                for key, value in options.items():
-                    self.cfg.set(key, value)
-
-            def load(self):
-                return make_app()
-
-        Gunicorn().run()
-    else:
-        import waitress
-
-        from web.uploads import MAX_UPLOAD_BYTES
-
-        waitress.serve(
-            make_app(),
-            host=host,
-            port=port,
-            threads=threads,
-            ident="recsys",
-            # waitress buffers a whole body before the app sees it: cap it at the largest upload
-            max_request_body_size=MAX_UPLOAD_BYTES + 64 * 1024,
-        )
+    server.run(settings, host, port, server.plan(workers, threads, debug), demo=demo, echo=click.echo)
 
 
 # --- API tokens -------------------------------------------------------------------------------

@@ -152,11 +152,32 @@ def validate(event: Event, max_weight: float = 100.0) -> Event:
     return Event(user, item, kind, None if ts is None else parse_time(ts), weight, key)
 
 
-def record(workspace, events: Sequence[Event], *, strict: bool = True) -> RecordReport:
-    """Store events in one transaction. ``strict``: any bad event stores nothing and raises."""
+class KnownIds:
+    """Item and user ids already looked up, by key: the serving process records many events for
+    the same items and users, and neither is ever deleted, so each key is looked up once."""
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.items: dict[str, int] = {}
+        self.users: dict[str, int] = {}
+        self.limit = limit
+
+    def remember(self, table: dict[str, int], found: dict[str, int]) -> None:
+        if len(table) + len(found) > self.limit:
+            table.clear()
+        table.update(found)
+
+
+def record(
+    workspace, events: Sequence[Event], *, strict: bool = True, known: KnownIds | None = None
+) -> RecordReport:
+    """Store events in one transaction. ``strict``: any bad event stores nothing and raises.
+
+    ``known`` caches item and user ids across calls (the web server passes one per process).
+    """
     report = RecordReport()
     good: list[tuple[int, Event]] = []
     max_weight = workspace.settings.max_weight
+    known = known or KnownIds()
     for n, raw in enumerate(events):
         try:
             good.append((n, validate(raw, max_weight)))
@@ -166,18 +187,20 @@ def record(workspace, events: Sequence[Event], *, strict: bool = True) -> Record
             report.rejected.append((str(n), str(exc)))
     if not good:
         return report
-    with workspace.session() as session:
-        item_ids = store.item_ids(session, {e.item for _, e in good})
+    missing = {e.item for _, e in good} - known.items.keys()
+    if missing:
+        with workspace.engine.connect() as conn:
+            known.remember(known.items, store.item_ids(conn, missing))
     kept: list[tuple[int, Event]] = []
     for n, e in good:
-        if e.item in item_ids:
+        if e.item in known.items:
             kept.append((n, e))
         elif strict:
             raise NotFound(f"unknown item {e.item!r}")
         else:
             report.rejected.append((str(n), f"unknown item {e.item!r}"))
     if kept:
-        stored, conflicts = store.retry_on_busy(lambda: _write(workspace, kept, item_ids))
+        stored, conflicts = store.retry_on_busy(lambda: _write(workspace, kept, known))
         if conflicts and strict:
             raise Conflict(conflicts[0][1])
         report.stored += stored
@@ -187,21 +210,26 @@ def record(workspace, events: Sequence[Event], *, strict: bool = True) -> Record
 
 
 def _write(
-    workspace, numbered: list[tuple[int, Event]], item_ids: dict[str, int]
+    workspace, numbered: list[tuple[int, Event]], known: KnownIds
 ) -> tuple[int, list[tuple[int, str]]]:
-    """Insert the events; return how many were new and which keyed ones contradict a stored one."""
+    """Insert the events; return how many were new and which keyed ones contradict a stored one.
+
+    One transaction on a plain connection; a user seen before costs no statement at all.
+    """
     events = [e for _, e in numbered]
-    users = sorted({e.user for e in events})
     now = store.utcnow()
-    with workspace.session() as session, session.begin():
-        # A write first, so SQLite takes the write lock before this transaction reads anything.
-        store.insert_ignoring_duplicates(session, store.User, [{"key": u, "created_at": now} for u in users])
-        user_ids: dict[str, int] = {}
-        for start in range(0, len(users), 500):
-            chunk = users[start : start + 500]
-            user_ids.update(
-                session.execute(select(store.User.key, store.User.id).where(store.User.key.in_(chunk))).all()
-            )
+    new_users = sorted({e.user for e in events} - known.users.keys())
+    found: dict[str, int] = {}
+    with workspace.engine.begin() as conn:
+        if new_users:
+            # A write first, so SQLite takes the write lock before this transaction reads anything.
+            rows = [{"key": u, "created_at": now} for u in new_users]
+            store.insert_ignoring_duplicates(conn, store.User, rows)
+            for start in range(0, len(new_users), 500):
+                chunk = new_users[start : start + 500]
+                query = select(store.User.key, store.User.id).where(store.User.key.in_(chunk))
+                found.update(conn.execute(query).all())
+        user_ids, item_ids = {**known.users, **found}, known.items
         rows = [
             {
                 "user_id": user_ids[e.user],
@@ -214,14 +242,14 @@ def _write(
             # one order for every writer, so concurrent PostgreSQL inserts of the same keys cannot deadlock
             for e in sorted(events, key=lambda e: e.event_key or "")
         ]
-        stored = store.insert_ignoring_duplicates(session, store.Interaction, rows)
-        if stored == len(rows):
-            return stored, []
-        return stored, _conflicts(session, numbered, user_ids, item_ids)
+        stored = store.insert_ignoring_duplicates(conn, store.Interaction, rows)
+        conflicts = [] if stored == len(rows) else _conflicts(conn, numbered, user_ids, item_ids)
+    known.remember(known.users, found)  # only once committed: a rolled-back user has no id
+    return stored, conflicts
 
 
 def _conflicts(
-    session, numbered: list[tuple[int, Event]], user_ids: dict[str, int], item_ids: dict[str, int]
+    conn, numbered: list[tuple[int, Event]], user_ids: dict[str, int], item_ids: dict[str, int]
 ) -> list[tuple[int, str]]:
     """Keyed events whose user already holds that key for another payload (item, event, weight,
     and time when one was given). Only the user's own events are looked at."""
@@ -230,7 +258,7 @@ def _conflicts(
     pairs = sorted({(user_ids[e.user], e.event_key) for _, e in keyed})
     table = store.Interaction
     for start in range(0, len(pairs), 500):
-        rows = session.execute(
+        rows = conn.execute(
             select(table.user_id, table.event_key, table.item_id, table.event, table.weight, table.ts).where(
                 tuple_(table.user_id, table.event_key).in_(pairs[start : start + 500])
             )

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from recsys import store
 from recsys.errors import NotAnImage, NotFound, RecsysError, TooLarge
 from recsys.index import ItemIndex, exact_search
-from recsys.interactions import Event, RecordReport, record, user_key
+from recsys.interactions import Event, KnownIds, RecordReport, record, user_key
 from recsys.profiles import history_weights, profile_vector
 
 STRATEGIES = ("average", "popular", "random", "two-tower")
@@ -258,6 +258,7 @@ class Recommender:
         self._items: list[tuple[int, str | None, datetime | None]] | None = None
         self._info_cache: dict[int, tuple[str, str | None, str | None]] = {}
         self._popularity: tuple[float, dict[int, float]] | None = None
+        self._known = KnownIds()
 
     # -- vectors and index ------------------------------------------------------------------
 
@@ -380,7 +381,13 @@ class Recommender:
         event_key: str | None = None,
     ) -> RecordReport:
         """Store one event (the user is created on first sight); unknown items raise NotFound."""
-        return record(self.workspace, [Event(user, item, event, at, weight, event_key)])
+        return record(self.workspace, [Event(user, item, event, at, weight, event_key)], known=self._known)
+
+    def remember_item_keys(self) -> None:
+        """Look up every item's id once, so recording an event needs no lookup (serving)."""
+        with self.workspace.engine.connect() as conn:
+            found = dict(conn.execute(select(store.Item.key, store.Item.id)).all())
+        self._known.remember(self._known.items, found)
 
     def user_exists(self, user: str) -> bool:
         user = user_key(user)
@@ -436,8 +443,8 @@ class Recommender:
         ``cold_start`` flag and a note say so.
         """
         user = user_key(user)
-        with self.workspace.session() as session:
-            events = store.user_history(session, user)
+        with self.workspace.engine.connect() as conn:
+            events = store.user_history(conn, user)
         if events is None and require_user:
             raise NotFound(f"unknown user {user!r}")
         result = self.recommend_for_history(

@@ -28,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     select,
@@ -280,21 +281,22 @@ def check_text(value: str, what: str, max_length: int | None = None) -> str:
     return value
 
 
-def insert_ignoring_duplicates(session: Session, model: type[Base], rows: Sequence[dict]) -> int:
+def insert_ignoring_duplicates(session: Session | Connection, model: type[Base], rows: Sequence[dict]) -> int:
     """Insert rows, silently skipping any that collide with a unique key; return rows inserted."""
     if not rows:
         return 0
-    dialect = session.get_bind().dialect.name
+    conn = session if isinstance(session, Connection) else session.connection()
+    dialect = conn.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     table = model.__table__
     statement = insert(table).on_conflict_do_nothing().returning(table.c.id)
-    return len(session.connection().execute(statement, list(rows)).all())
+    return len(conn.execute(statement, list(rows)).all())
 
 
-def item_ids(session: Session, keys: Iterable[str]) -> dict[str, int]:
+def item_ids(session: Session | Connection, keys: Iterable[str]) -> dict[str, int]:
     """key -> item id of the given keys that are in the catalogue (queried in chunks)."""
     keys = list(dict.fromkeys(keys))
     found: dict[str, int] = {}
@@ -373,18 +375,23 @@ def retry_on_busy(fn, attempts: int = 8, first_delay: float = 0.05):
     raise AssertionError("unreachable")
 
 
-def user_history(session: Session, user_key: str) -> list[tuple[int, str, float | None, datetime]] | None:
-    """(item id, event, weight, ts) of a user's events, oldest first; None for an unknown user."""
-    rows = (
-        session.connection()
-        .execute(
-            select(User.id, Interaction.item_id, Interaction.event, Interaction.weight, Interaction.ts)
-            .join(Interaction, Interaction.user_id == User.id, isouter=True)
-            .where(User.key == user_key)
-            .order_by(Interaction.ts, Interaction.id)
-        )
-        .all()
+@functools.cache
+def _history_query():
+    """Built once: composing a statement costs more Python than running it (the hot path)."""
+    return (
+        select(User.id, Interaction.item_id, Interaction.event, Interaction.weight, Interaction.ts)
+        .join(Interaction, Interaction.user_id == User.id, isouter=True)
+        .where(User.key == bindparam("user"))
+        .order_by(Interaction.ts, Interaction.id)
     )
+
+
+def user_history(
+    session: Session | Connection, user_key: str
+) -> list[tuple[int, str, float | None, datetime]] | None:
+    """(item id, event, weight, ts) of a user's events, oldest first; None for an unknown user."""
+    conn = session if isinstance(session, Connection) else session.connection()
+    rows = conn.execute(_history_query(), {"user": user_key}).all()
     if not rows:
         return None
     return [(r[1], r[2], r[3], as_utc(r[4])) for r in rows if r[1] is not None]

@@ -8,13 +8,14 @@ bits, so a fast hash is enough: there is nothing to brute-force). A scope says w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from recsys import store
 from recsys.errors import NotFound, RecsysError
@@ -79,11 +80,19 @@ def verify(workspace, token: str) -> Token | None:
     """The live token matching ``token``, or None (unknown, malformed or revoked)."""
     if not token or not token.startswith(PREFIX) or len(token) > 128:
         return None
-    with workspace.session() as session:
-        row = session.scalar(select(store.ApiToken).where(store.ApiToken.token_hash == digest(token)))
+    with workspace.engine.connect() as conn:
+        row = conn.execute(_by_hash(), {"hash": digest(token)}).first()
     if row is None or row.revoked_at is not None:
         return None
     return _public(row)
+
+
+@functools.cache
+def _by_hash():
+    table = store.ApiToken
+    return select(table.name, table.scope, table.created_at, table.revoked_at).where(
+        table.token_hash == bindparam("hash")
+    )
 
 
 def list_tokens(workspace, *, include_revoked: bool = False) -> list[Token]:
@@ -109,7 +118,7 @@ def revoke(workspace, name: str) -> None:
     store.retry_on_busy(write)
 
 
-def _public(row: store.ApiToken) -> Token:
+def _public(row) -> Token:
     return Token(
         row.name,
         row.scope,

@@ -177,8 +177,9 @@ def test_index_types_agree_with_exact_search(ws, factory):
 
 
 def test_auto_index_choice():
-    assert choose_factory(10_000, 1280) == "Flat"
-    assert choose_factory(200_000, 1280).startswith("IVF") and choose_factory(200_000, 1280).endswith("Flat")
+    assert choose_factory(1_000, 1280) == "Flat"
+    assert choose_factory(10_000, 1280) == "HNSW32" and choose_factory(200_000, 1280) == "HNSW32"
+    assert "PQ" in choose_factory(1_000_000, 1280, memory_budget_gb=4)
     assert "PQ" in choose_factory(10_000_000, 1280, memory_budget_gb=4)
 
 

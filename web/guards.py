@@ -80,7 +80,7 @@ def apply_limits(app: Flask, settings: Settings) -> Limiter:
         client_address,
         app=app,
         storage_uri=settings.limit_storage,
-        strategy="moving-window",
+        strategy="sliding-window-counter",  # O(1) per hit; a moving window scans its entries
         key_prefix="recsys",
     )
     for endpoint, limits in LIMITS.items():

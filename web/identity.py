@@ -9,6 +9,7 @@ when it says so.
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -85,7 +86,7 @@ def authenticate():
             "this endpoint needs 'Authorization: Bearer <token>' (make one with `recsys token create NAME`)",
             {"WWW-Authenticate": 'Bearer realm="recsys"'},
         )
-    token = tokens.verify(services().workspace, value.strip())
+    token = _verified(value.strip())
     if token is None:
         return error_response(
             401,
@@ -100,6 +101,25 @@ def authenticate():
         )
     g.token = token
     return None
+
+
+#: Seconds a verified token is trusted without asking the database again: a revoked token is
+#: refused within this long (one query per request would cost a third of a recommendation).
+TOKEN_CACHE_SECONDS = 5.0
+
+
+def _verified(secret: str) -> tokens.Token | None:
+    cache = services().token_cache
+    now = time.monotonic()
+    hit = cache.get(secret)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    token = tokens.verify(services().workspace, secret)
+    if token is not None:
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[secret] = (token, now + TOKEN_CACHE_SECONDS)
+    return token
 
 
 def init_app(app: Flask) -> None:

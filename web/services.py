@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 
+from recsys import store
 from recsys.recommend import Recommender
 from recsys.settings import Settings
 from recsys.workspace import Workspace
@@ -27,13 +28,25 @@ class Services:
     workspace: Workspace
     recommender: Recommender
     demo: bool = False
+    token_cache: dict = field(default_factory=dict)  # token -> (Token, trusted until), see identity
     _loading: threading.Lock = field(default_factory=threading.Lock)
 
     def rec(self) -> Recommender:
         """The recommender with its vectors loaded: the first request loads, the others wait."""
-        with self._loading:
-            self.recommender.space()
+        if self.recommender._space is None:
+            with self._loading:
+                self.recommender.space()
         return self.recommender
+
+    def warm_up(self) -> None:
+        """Do once, before the first visitor, what the first request would otherwise pay for:
+        vectors and index, the catalogue and popularity caches, and one search end to end."""
+        r = self.rec()
+        r.catalogue()
+        r.remember_item_keys()
+        popular = r.popular(1)
+        if popular:
+            r.recommend_for_history([(popular[0].item_id, "view", None, store.utcnow())], 10)
 
 
 def services() -> Services:
