@@ -226,8 +226,12 @@ def serve_and_load(home: Path, args, *, warm_cache: bool = False) -> dict:
         server.terminate()
         server.wait(timeout=60)
         log.seek(0)
-        chosen = [line for line in log.read().splitlines() if line.startswith("serving recsys")]
+        lines = log.read().splitlines()
+        chosen = [line for line in lines if line.startswith("serving recsys")]
         out["server_said"] = chosen[0] if chosen else ""
+        errors = [n for n, line in enumerate(lines) if " 500 on " in line]
+        if errors:  # the first server error, with its traceback, for whoever reads the run
+            out["server_error"] = "\n".join(lines[errors[0] : errors[0] + 40])
         log.close()
     data = json.loads(load.stdout.strip().splitlines()[-1])
     with Workspace(Settings(home=home)) as ws, ws.session() as s:

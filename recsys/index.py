@@ -28,6 +28,8 @@ from recsys.errors import RecsysError
 EXACT_BELOW = 2_000
 #: Links per HNSW node; each costs 2 x 4 bytes per layer-0 neighbour list beside the vector.
 HNSW_M = 32
+#: Dimensions the HNSW graph of ``auto`` works in (exact re-scoring restores the order).
+PCA_DIM = 256
 
 
 def exact_search(matrix: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +65,10 @@ def choose_factory(n: int, dim: int, memory_budget_gb: float = 4.0) -> str:
     """
     if n < EXACT_BELOW:
         return "Flat"
-    if n * (dim * 4 + HNSW_M * 2 * 4) * 1.1 <= memory_budget_gb * 2**30:
-        return f"HNSW{HNSW_M}"
+    reduced = min(dim, PCA_DIM)
+    if n * (dim * 4 + reduced * 4 + HNSW_M * 2 * 4) * 1.1 <= memory_budget_gb * 2**30:
+        # the graph is walked in a PCA-reduced space, then the candidates are re-scored exactly
+        return f"PCA{reduced},HNSW{HNSW_M},RFlat" if reduced < dim else f"HNSW{HNSW_M}"
     nlist = _nlist(n)
     budget_bytes_per_vector = memory_budget_gb * 2**30 / n / 1.2
     m = max(8, min(dim // 4, int(budget_bytes_per_vector)))
@@ -85,7 +89,7 @@ def default_search_params(factory: str, n: int) -> dict[str, float]:
     if "HNSW" in factory:  # recall@10 1.0 at 10k and 100k with 64; 1M needs 128 for 0.995
         params["efSearch"] = 64 if n <= 200_000 else 128
     if "RFlat" in factory or "Refine" in factory:
-        params["k_factor"] = 8
+        params["k_factor"] = 4 if "HNSW" in factory else 8
     return params
 
 
@@ -215,9 +219,12 @@ class ItemIndex:
 
         self.meta.search_params = {**self.meta.search_params, **params}
         inner = faiss.downcast_index(self.index.index)
-        if "k_factor" in params and hasattr(inner, "k_factor"):
-            inner.k_factor = float(params["k_factor"])
+        if hasattr(inner, "k_factor"):
+            if "k_factor" in params:
+                inner.k_factor = float(params["k_factor"])
             inner = faiss.downcast_index(inner.base_index)
+        if isinstance(inner, faiss.IndexPreTransform):  # PCA first: the search happens inside
+            inner = faiss.downcast_index(inner.index)
         if "nprobe" in params:
             ivf = faiss.try_extract_index_ivf(inner)
             if ivf is not None:

@@ -164,7 +164,7 @@ def test_index_is_persisted_and_staleness_is_detected(ws, tmp_path):
     assert "no usable" in log.getvalue()
 
 
-@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "IVF8,Flat", "IVF8,PQ16x4"])
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32", "PCA64,HNSW32,RFlat", "IVF8,Flat", "IVF8,PQ16x4"])
 def test_index_types_agree_with_exact_search(ws, factory):
     result = run_cli("index", "--index", factory, "--json", home=ws.home, check=True)
     assert json.loads(result.stdout)["factory"] == factory
@@ -173,12 +173,13 @@ def test_index_types_agree_with_exact_search(ws, factory):
     key = keys("daisy", 1)[0]
     assert approx.space().index.meta.factory == factory
     overlap = len({h.key for h in approx.similar(key, 10)} & {h.key for h in exact.similar(key, 10)})
-    assert overlap >= (10 if factory in ("Flat", "HNSW32") else 5)
+    assert overlap >= (10 if factory in ("Flat", "HNSW32", "PCA64,HNSW32,RFlat") else 5)
 
 
 def test_auto_index_choice():
     assert choose_factory(1_000, 1280) == "Flat"
-    assert choose_factory(10_000, 1280) == "HNSW32" and choose_factory(200_000, 1280) == "HNSW32"
+    assert choose_factory(10_000, 1280) == "PCA256,HNSW32,RFlat" == choose_factory(200_000, 1280)
+    assert choose_factory(10_000, 64) == "HNSW32"
     assert "PQ" in choose_factory(1_000_000, 1280, memory_budget_gb=4)
     assert "PQ" in choose_factory(10_000_000, 1280, memory_budget_gb=4)
 

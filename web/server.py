@@ -117,6 +117,10 @@ def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
         # The parent's database connections must not be shared: each worker opens its own.
         app.extensions["recsys"].workspace.engine.dispose(close=False)
 
+    def post_worker_init(worker) -> None:
+        # Its own connection and a query of its own, before the worker takes its first request.
+        app.extensions["recsys"].warm_up()
+
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
             options = {
@@ -126,6 +130,7 @@ def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
                 "worker_class": "gthread",
                 "accesslog": None,
                 "post_fork": post_fork,
+                "post_worker_init": post_worker_init,
                 "keepalive": 5,
             }
             for key, value in options.items():
