@@ -82,6 +82,9 @@ def apply_limits(app: Flask, settings: Settings) -> Limiter:
         storage_uri=settings.limit_storage,
         strategy="sliding-window-counter",  # O(1) per hit; a moving window scans its entries
         key_prefix="recsys",
+        # A counter that cannot be updated must not fail the request it counts (the in-memory
+        # storage of `limits` can race starting its expiry timer under threads: logged, let through).
+        swallow_errors=True,
     )
     for endpoint, limits in LIMITS.items():
         view = app.view_functions[endpoint]
