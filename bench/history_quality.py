@@ -2,7 +2,7 @@
 
 For each label, ``--users`` users view 5 random items of that label: how many of their top 10
 share it? Then each of them views 5 items of a second label: how many of those appear at once?
-Runs the product's own hot path (``Recommender.space`` + ``space_profile`` + ``rank``), with seen
+Runs the product's own hot path (``Recommender.space`` + the average profile + ``rank``), with seen
 items excluded, on the workspace given by ``--home`` (e.g. flowers5 ingested and embedded).
 
     python bench/history_quality.py --home /path/to/workspace [--users 200] [--json]
@@ -21,8 +21,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import recsys  # noqa: E402,F401
-from recsys.recommend import Recommender, rank, space_profile  # noqa: E402
+from recsys.recommend import Recommender  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
+from recsys.space import rank  # noqa: E402
+from recsys.strategies.average import profile as space_profile  # noqa: E402
 from recsys.workspace import Workspace  # noqa: E402
 
 

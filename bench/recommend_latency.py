@@ -7,9 +7,9 @@ meaningless). Each query is a user with 20 viewed items drawn from 4 real neighb
 
 What is timed is the in-process hot path of ``Recommender.recommend``: the profile (weighted mean
 of the history vectors), the faiss search with seen items excluded, and the "because you viewed"
-explanations (``recsys.recommend.space_profile`` + ``rank``). Not timed: the SQL read of the history
-and of item titles (sub-millisecond on SQLite). Recall@10 is against exact search (Flat) on the
-same queries. Prints p50/p99 ms per index and search setting.
+explanations (``recsys.strategies.average.profile`` + ``recsys.space.rank``). Not timed: the SQL
+read of the history and of item titles (sub-millisecond on SQLite). Recall@10 is against exact
+search (Flat) on the same queries. Prints p50/p99 ms per index and search setting.
 
     python bench/recommend_latency.py [--sizes 10000,100000,1000000] [--queries 300] [--json]
 """
@@ -32,8 +32,9 @@ import numpy as np  # noqa: E402
 import recsys  # noqa: E402,F401
 from recsys import store  # noqa: E402
 from recsys.index import ItemIndex, _nlist  # noqa: E402
-from recsys.recommend import VectorSpace, center_and_normalise, rank, space_profile  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
+from recsys.space import VectorSpace, center_and_normalise, rank  # noqa: E402
+from recsys.strategies.average import profile as space_profile  # noqa: E402
 from recsys.workspace import Workspace  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"

@@ -379,7 +379,12 @@ def index_cmd(settings: Settings, factory, memory_gb, show: bool, as_json: bool)
 @cli.command("recommend")
 @click.option("--user", required=True, help="User key.")
 @click.option("-k", "k", type=int, default=10, show_default=True, help="How many items.")
-@click.option("--strategy", default="average", show_default=True, help="average, two-tower, popular, random.")
+@click.option(
+    "--strategy",
+    default="auto",
+    show_default=True,
+    help="auto (the evaluated best), average, popular, random, ease, als, two-tower.",
+)
 @click.option("--model-version", type=int, help="Two-tower version (default: the latest).")
 @click.option("--diversify", is_flag=True, help="Re-rank with maximal marginal relevance.")
 @click.option("--lambda", "mmr_lambda", type=float, help="MMR relevance weight, 0..1 [0.7].")
@@ -469,20 +474,41 @@ def cluster_cmd(settings: Settings, k, show: bool, as_json: bool) -> None:
 
 
 @cli.command("train")
-@click.option("--epochs", type=int, help="Most epochs (early stopping on validation recall@10) [20].")
-@click.option("--dim", type=int, help="Tower output dimension [64].")
-@click.option("--val-fraction", type=float, help="Share of latest events used for early stopping [0.1].")
-@click.option("--holdout", type=float, help="Share of latest events never trained on, for `evaluate` [0].")
-@click.option("--batch-size", "train_batch", type=int, help="Examples per batch [512].")
-@click.option("--user-ids", is_flag=True, help="Also learn a user-id embedding.")
 @click.option(
-    "--continue", "warm", is_flag=True, help="Fine-tune the latest model on the logs as they are now."
+    "--strategy",
+    type=click.Choice(["two-tower", "ease", "als"]),
+    default="two-tower",
+    show_default=True,
+    help="What to train; each run saves a new version to the model registry.",
+)
+@click.option(
+    "--epochs", type=int, help="Two-tower: most epochs (early stopping on validation recall@10) [20]."
+)
+@click.option("--dim", type=int, help="Two-tower: tower output dimension [64].")
+@click.option(
+    "--val-fraction", type=float, help="Two-tower: share of latest events for early stopping [0.1]."
+)
+@click.option("--holdout", type=float, help="Share of latest events never trained on, for `evaluate` [0].")
+@click.option(
+    "--cold-share", type=float, help="Two-tower: leave this share of items out entirely (new items)."
+)
+@click.option("--seed", type=int, help="Seed (of the --cold-share items too) [0].")
+@click.option("--batch-size", "train_batch", type=int, help="Two-tower: examples per batch [512].")
+@click.option("--user-ids", is_flag=True, help="Two-tower: also learn a user-id embedding.")
+@click.option(
+    "--continue",
+    "warm",
+    is_flag=True,
+    help="Two-tower: fine-tune the latest model on the logs as they are now.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_settings_options
 def train_cmd(
     settings: Settings,
+    strategy: str,
     holdout,
+    cold_share,
+    seed,
     epochs,
     dim,
     val_fraction,
@@ -491,25 +517,45 @@ def train_cmd(
     warm: bool,
     as_json: bool,
 ) -> None:
-    """Train the two-tower model on the interaction logs; saves a new version."""
+    """Train a model on the interaction logs (two-tower, or the EASE/ALS peers); saves a new version."""
     import dataclasses
 
     from recsys.twotower import TwoTowerConfig, train
 
+    log = functools.partial(click.echo, err=as_json)
+    if strategy != "two-tower":
+        for flag, value in (
+            ("--epochs", epochs),
+            ("--dim", dim),
+            ("--cold-share", cold_share),
+            ("--continue", warm),
+        ):
+            if value:
+                raise RecsysError(f"{flag} is for --strategy two-tower")
+        report = _train_peer(_open(settings), strategy, holdout or 0.0, seed or 0, log)
+        if as_json:
+            _emit_json(report)
+        else:
+            click.echo(
+                f"saved {strategy} v{report['version']} ({report['seconds']:.1f} s): {report['params']}"
+            )
+        return
     given = {
         "epochs": epochs,
         "dim": dim,
         "val_fraction": val_fraction,
         "batch_size": train_batch,
         "holdout": holdout,
+        "cold_share": cold_share,
+        "seed": seed,
     }
     config = dataclasses.replace(TwoTowerConfig(), **{k: v for k, v in given.items() if v is not None})
     if user_ids:
         config = dataclasses.replace(config, user_ids=True)
-    for name in ("val_fraction", "holdout"):
+    for name in ("val_fraction", "holdout", "cold_share"):
         if not 0 <= getattr(config, name) < 1:
             raise RecsysError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(config, name)}")
-    report = train(_open(settings), config, warm_start=warm, log=lambda m: click.echo(m, err=as_json))
+    report = train(_open(settings), config, warm_start=warm, log=log)
     if as_json:
         _emit_json(report.as_dict())
     else:
@@ -517,6 +563,42 @@ def train_cmd(
             f"saved two-tower v{report.version} in {report.path} ({report.seconds:.1f} s, "
             f"best epoch {report.best_epoch})"
         )
+
+
+def _train_peer(ws, name: str, holdout: float, seed: int, log) -> dict:
+    """Fit EASE or ALS on the logs (minus a temporal holdout, if asked) and register the version."""
+    import time
+
+    from recsys import evaluate as ev
+    from recsys import registry
+    from recsys.recommend import Recommender
+
+    if not 0 <= holdout < 1:
+        raise RecsysError(f"--holdout must be in [0, 1), got {holdout}")
+    started = time.perf_counter()
+    history = ev.load_history(ws)
+    if holdout:
+        history = ev.temporal_split(history, fraction=holdout).train
+    if not history:
+        raise RecsysError("no interactions to train on: record some, or `recsys simulate`")
+    log(f"fitting {name} on {sum(len(v) for v in history.values())} events of {len(history)} users")
+    fitted = Recommender(ws, use_index=False, log=None).fitted(name, history, seed=seed)
+    params = {**fitted.params, "holdout": holdout, "split": "temporal"}
+    version, _ = registry.save(
+        ws,
+        name,
+        fitted.write,
+        base_model=ws.settings.model,
+        params=params,
+        metrics={"grid": params.get("grid")},
+    )
+    return {
+        "strategy": name,
+        "version": version,
+        "params": {k: v for k, v in params.items() if k != "grid"},
+        "grid": params.get("grid"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 # --- simulation and evaluation --------------------------------------------------------------
@@ -572,7 +654,17 @@ def simulate_cmd(
 @cli.command("evaluate")
 @click.option("--strategy", "strategies", multiple=True, help="Strategy to compare (repeatable) [all].")
 @click.option("--k", "ks", type=int, multiple=True, help="Cut-offs (repeatable) [10 20 50 100].")
-@click.option("--split", type=click.Choice(["temporal", "random"]), default="temporal", show_default=True)
+@click.option(
+    "--split",
+    type=click.Choice(["temporal", "random", "cold-items"]),
+    default="temporal",
+    show_default=True,
+    help="Hold out each user's latest events, a random share, or every event on new items.",
+)
+@click.option(
+    "--cold-share", type=float, default=0.2, show_default=True, help="cold-items: share of new items."
+)
+@click.option("--users", "max_users", type=int, help="Score a seeded sample of this many users.")
 @click.option(
     "--holdout", type=float, default=0.2, show_default=True, help="Share of each user's events held out."
 )
@@ -594,6 +686,8 @@ def evaluate_cmd(
     strategies,
     ks,
     split,
+    cold_share,
+    max_users,
     holdout,
     last_n,
     min_events,
@@ -606,31 +700,49 @@ def evaluate_cmd(
 ) -> None:
     """Compare strategies on held-out events: recall, NDCG, MAP... with bootstrap intervals."""
     from recsys import evaluate as ev
-    from recsys.recommend import STRATEGIES, Recommender
+    from recsys import strategies as registry_of
+    from recsys.recommend import Recommender
 
     if not 0 < holdout < 1:
         raise RecsysError(f"--holdout must be between 0 and 1, got {holdout}")
+    if not 0 < cold_share < 1:
+        raise RecsysError(f"--cold-share must be between 0 and 1, got {cold_share}")
     ws = _open(settings)
     rec = Recommender(ws, use_index=False, log=None)
     history = ev.load_history(ws)
     if split == "temporal":
         chosen = ev.temporal_split(history, fraction=holdout, last_n=last_n, min_events=min_events)
-    else:
+        chosen.params = {"holdout": holdout, "last_n": last_n, "min_events": min_events}
+    elif split == "random":
         chosen = ev.random_split(history, fraction=holdout, seed=seed, min_events=min_events)
-    names = list(strategies) or [
-        s for s in ("average", "two-tower", "popular", "random") if s in rec.strategies()
-    ]
+        chosen.params = {"holdout": holdout, "seed": seed, "min_events": min_events}
+    else:
+        chosen = ev.cold_item_split(history, rec.catalogue().ids, share=cold_share, seed=seed)
+    if max_users is not None and max_users < len(chosen.test):
+        import numpy as np
+
+        keep = np.random.default_rng(seed).choice(sorted(chosen.test), size=max_users, replace=False)
+        chosen.test = {u: chosen.test[u] for u in keep}
+        chosen.params["users_sampled"] = max_users
+    names = list(strategies) or [n for n in registry_of.REGISTRY if n in rec.strategies() or n != "two-tower"]
     names = sorted(set(names), key=names.index)
-    unknown = [n for n in names if n not in STRATEGIES]
-    if unknown:
-        raise RecsysError(f"unknown strategy {unknown[0]!r}; use one of {', '.join(STRATEGIES)}")
+    for name in names:
+        registry_of.get(name)  # one line naming an unknown strategy
     if "two-tower" in names:
-        problem = _two_tower_leak(ws, split, holdout, last_n, min_events)
+        problem = _two_tower_leak(ws, chosen, last_n)
         if problem and strategies:
             raise RecsysError(problem)
         if problem:
             names.remove("two-tower")
             click.echo(f"note: two-tower left out: {problem}", err=True)
+    if "ease" in names and not strategies:
+        from recsys.strategies.ease import memory_gb
+
+        if memory_gb(len(rec.catalogue())) > settings.ease_memory_gb:
+            names.remove("ease")
+            click.echo(
+                "note: ease left out: the catalogue is too large for its items x items matrix", err=True
+            )
     report = ev.evaluate(
         rec,
         chosen,
@@ -639,7 +751,9 @@ def evaluate_cmd(
         seed=seed,
         bootstrap=bootstrap,
         progress=not quiet and not as_json,
+        log=None if as_json or quiet else functools.partial(click.echo, err=True),
     )
+    report.params["evaluation_id"] = ev.save_evaluation(ws, report)
     if embeddings:
         vectors, labels = rec.labelled_vectors()
         report.embeddings = ev.knn_accuracy(vectors, labels) if len(labels) > 1 else None
@@ -686,30 +800,38 @@ def evaluate_cmd(
         click.echo(f"wrote {out_dir}/metrics.json, metrics.csv, recall_at_k.png")
 
 
-def _two_tower_leak(ws, split: str, holdout: float, last_n, min_events: int) -> str | None:
-    """Why evaluating the latest two-tower on this split would score it on its training data."""
+def _two_tower_leak(ws, split, last_n) -> str | None:
+    """Why evaluating the latest two-tower on this split would score it on what it trained on."""
     from recsys.twotower import latest_version
 
     latest = latest_version(ws)
     if latest is None:
         return "no two-tower model yet (recsys train)"
     params = latest.params or {}
-    same = (
-        split == "temporal"
-        and last_n is None
-        and params.get("split") == "temporal"
-        and abs(params.get("holdout", -1) - holdout) < 1e-9
-        and params.get("min_events") == min_events
-        and not params.get("warm_start_from")
-    )
+    if params.get("warm_start_from"):
+        return f"two-tower v{latest.version} was warm-started from a model that saw every event"
+    if split.kind == "temporal":
+        same = (
+            last_n is None
+            and abs(params.get("holdout", -1) - split.params["holdout"]) < 1e-9
+            and params.get("min_events") == split.params["min_events"]
+            and not params.get("cold_share")
+        )
+        fix = "`recsys train --holdout H` with the evaluation's --holdout H and --min-events"
+    elif split.kind == "cold-items":
+        same = (
+            abs((params.get("cold_share") or -1) - split.params["cold_share"]) < 1e-9
+            and params.get("seed") == split.params["seed"]
+        )
+        fix = "`recsys train --cold-share S --seed N` with the evaluation's"
+    else:
+        same, fix = False, "evaluate it on the temporal or cold-items split it was trained for"
     if same:
         return None
     return (
         f"two-tower v{latest.version} was trained with holdout={params.get('holdout')}, "
-        f"min_events={params.get('min_events')}"
-        f"{', warm-started' if params.get('warm_start_from') else ''}; "
-        "this split would include events it trained on: `recsys train --holdout H` with the evaluation's "
-        "--holdout H and --min-events"
+        f"cold_share={params.get('cold_share')}, seed={params.get('seed')}: this {split.kind} split "
+        f"would score it on events it trained on; {fix}"
     )
 
 

@@ -139,11 +139,16 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], *, samples: int = 
 
 @dataclass
 class Split:
-    """Per user: training events (what the recommender may see) and held-out item ids."""
+    """Per user: training events (what the recommender may see) and held-out item ids.
+
+    ``candidates``: the only items a list may hold (the cold-item split's new items), else None.
+    """
 
     train: dict[str, list[Event]]
     test: dict[str, set[int]]
     kind: str = "temporal"
+    candidates: np.ndarray | None = None
+    params: dict = field(default_factory=dict)
 
     @property
     def users(self) -> list[str]:
@@ -199,6 +204,33 @@ def random_split(
     return Split(train, test, "random")
 
 
+def new_items(item_ids: Sequence[int], share: float, seed: int) -> np.ndarray:
+    """The seeded random ``share`` of the catalogue that plays "new arrivals" (sorted ids)."""
+    ids = np.sort(np.asarray(item_ids, dtype=np.int64))
+    n = int(round(len(ids) * share))
+    picked = np.random.default_rng(seed).choice(len(ids), size=n, replace=False) if n else []
+    return np.sort(ids[picked])
+
+
+def cold_item_split(
+    history: dict[str, list[Event]], item_ids: Sequence[int], *, share: float = 0.2, seed: int = 0
+) -> Split:
+    """New items: every event on a seeded random ``share`` of the catalogue leaves training; each
+    user's events on them are the test set; users with no training events are left out; lists
+    may hold new items only (a "new arrivals" shelf)."""
+    new = new_items(item_ids, share, seed)
+    is_new = set(new.tolist())
+    train, test = {}, {}
+    for user, events in history.items():
+        kept = [e for e in events if e[0] not in is_new]
+        if kept:
+            train[user] = kept
+            items = {e[0] for e in events if e[0] in is_new}
+            if items:
+                test[user] = items
+    return Split(train, test, "cold-items", new, {"cold_share": share, "seed": seed})
+
+
 # --- the evaluation ------------------------------------------------------------------------
 
 
@@ -210,6 +242,9 @@ class StrategyResult:
     per_user: dict[str, list[float]] = field(default_factory=dict)
     coverage: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
+    params: dict = field(default_factory=dict)
+    cold_users: int = 0  # users it could not score (served the popular list instead)
+    ranks_new_items: bool = True  # False: it has nothing to rank new items by (cold-item split)
 
     def mean(self, metric: str) -> float:
         return float(np.mean(self.per_user[metric]))
@@ -226,6 +261,7 @@ class EvaluationReport:
     comparison: dict = field(default_factory=dict)
     embeddings: dict | None = None
     seconds: float = 0.0
+    params: dict = field(default_factory=dict)
 
     def summary_rows(self) -> list[dict]:
         rows = []
@@ -245,6 +281,14 @@ class EvaluationReport:
     def as_dict(self) -> dict:
         return {
             "split": self.split,
+            "split_params": self.params,
+            "strategy_params": {s.name: s.params for s in self.strategies},
+            "notes": {
+                s.name: "has nothing to rank new items by (no interactions): their order is arbitrary"
+                for s in self.strategies
+                if not s.ranks_new_items
+            },
+            "cold_users": {s.name: s.cold_users for s in self.strategies},
             "users_evaluated": len(self.users),
             "catalogue_size": self.catalogue_size,
             "ks": list(self.ks),
@@ -289,11 +333,13 @@ def evaluate(
     seed: int = 0,
     bootstrap: int = 1000,
     progress: bool = False,
+    batch: int = 512,
+    log=None,
 ) -> EvaluationReport:
-    """Score ``strategies`` on ``split`` through ``recommender.recommend_for_history``."""
+    """Fit every strategy on ``split.train`` (two-tower: its version trained for this split) and
+    score them all on the same users, in batches, through ``recommender.rank``: the lists a user
+    would be served, given only the training events."""
     from tqdm import tqdm
-
-    from recsys.interactions import EVENT_WEIGHTS
 
     start = time.perf_counter()
     ks = tuple(sorted(set(ks)))
@@ -303,46 +349,59 @@ def evaluate(
             "the logs are too small to evaluate: no user has enough events to hold some out "
             "(record more interactions, or `recsys simulate`)"
         )
-    # Popularity and novelty come from the training events only.
-    popularity: dict[int, float] = defaultdict(float)
-    item_users: dict[int, int] = defaultdict(int)
+    item_users: dict[int, int] = defaultdict(int)  # novelty comes from the training events only
     for events in split.train.values():
         for item in {e[0] for e in events}:
             item_users[item] += 1
-        for item, event, weight, _ in events:
-            popularity[item] += EVENT_WEIGHTS.get(event, 1.0) if weight is None else weight
     space = recommender.space()
     vectors = {int(i): space.matrix[r] for r, i in enumerate(space.ids)}
-    catalogue = len(recommender.catalogue())
+    catalogue = len(recommender.catalogue()) if split.candidates is None else len(split.candidates)
     n_users = len(split.train)
     k_max = max(ks)
+    fallback = recommender.fitted("popular", split.train)
     results = []
     for strategy in strategies:
         t0 = time.perf_counter()
-        result = StrategyResult(strategy)
+        if log:
+            log(f"fitting {strategy} on the training events")
+        fitted = fallback if strategy == "popular" else recommender.fitted(strategy, split.train, seed=seed)
+        result = StrategyResult(strategy, params=_public_params(fitted))
         metrics: dict[str, list[float]] = defaultdict(list)
         shown: dict[int, set[int]] = {k: set() for k in ks}
-        for n, user in enumerate(tqdm(users, desc=f"evaluate {strategy}", disable=not progress)):
-            listing = recommender.recommend_for_history(
-                split.train.get(user, []),
-                k_max,
-                strategy=strategy,
-                popularity=popularity,
-                seed=seed * 1_000_003 + n,
-                describe=False,
-                user=user,
+        fell_back = 0
+        for begin in tqdm(range(0, len(users), batch), desc=f"evaluate {strategy}", disable=not progress):
+            names = users[begin : begin + batch]
+            histories = [split.train.get(u, []) for u in names]
+            lists = recommender.rank(
+                fitted, histories, names, k_max, candidates=split.candidates, explain_hits=False
             )
-            ranked = [r.item_id for r in listing.items]
-            relevant = split.test[user]
-            for k in ks:
-                for name, value in ranking_metrics(ranked, relevant, k).items():
-                    metrics[f"{name}@{k}"].append(value)
-                metrics[f"diversity@{k}"].append(intra_list_diversity(ranked[:k], vectors))
-                metrics[f"novelty@{k}"].append(novelty(ranked[:k], item_users, n_users))
-                shown[k].update(ranked[:k])
-            metrics["mrr"].append(reciprocal_rank(ranked, relevant))
+            cold = [n for n, (hits, _) in enumerate(lists) if hits is None]
+            if cold:  # no usable history: served the popular list, scored as such
+                fell_back += len(cold)
+                backup = recommender.rank(
+                    fallback,
+                    [histories[n] for n in cold],
+                    [names[n] for n in cold],
+                    k_max,
+                    candidates=split.candidates,
+                    explain_hits=False,
+                )
+                for n, listing in zip(cold, backup, strict=True):
+                    lists[n] = listing
+            for user, (hits, _) in zip(names, lists, strict=True):
+                ranked = [i for i, _ in hits or []]
+                relevant = split.test[user]
+                for k in ks:
+                    for name, value in ranking_metrics(ranked, relevant, k).items():
+                        metrics[f"{name}@{k}"].append(value)
+                    metrics[f"diversity@{k}"].append(intra_list_diversity(ranked[:k], vectors))
+                    metrics[f"novelty@{k}"].append(novelty(ranked[:k], item_users, n_users))
+                    shown[k].update(ranked[:k])
+                metrics["mrr"].append(reciprocal_rank(ranked, relevant))
         result.per_user = dict(metrics)
-        result.coverage = {k: len(shown[k]) / catalogue for k in ks}
+        result.coverage = {k: len(shown[k]) / max(catalogue, 1) for k in ks}
+        result.cold_users = fell_back
+        result.ranks_new_items = not (split.candidates is not None and type(fitted).needs_interactions)
         result.seconds = time.perf_counter() - t0
         results.append(result)
     intervals = {
@@ -353,7 +412,7 @@ def evaluate(
         }
         for r in results
     }
-    report = EvaluationReport(split.kind, ks, users, catalogue, results, intervals)
+    report = EvaluationReport(split.kind, ks, users, catalogue, results, intervals, params=dict(split.params))
     if len(results) >= 2:
         key = f"recall@{ks[0]}"
         best, second = sorted(results, key=lambda r: r.mean(key), reverse=True)[:2]
@@ -365,6 +424,48 @@ def evaluate(
         }
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _public_params(fitted) -> dict:
+    """Hyper-parameters as chosen (grids included), without bulky or private values."""
+    return {k: v for k, v in fitted.params.items() if not k.startswith("_")}
+
+
+def save_evaluation(workspace, report: EvaluationReport) -> int:
+    """Keep a report in the database (``auto`` serves the best of the latest temporal one)."""
+    from recsys import store
+
+    k = 10 if 10 in report.ks else report.ks[0]
+    rows = [
+        {"strategy": r.name, "version": r.params.get("version"), f"recall@{k}": r.mean(f"recall@{k}")}
+        for r in report.strategies
+    ]
+    for row in rows:
+        row.setdefault("recall@10", row[f"recall@{k}"])
+    with workspace.session() as s, s.begin():
+        row = store.Evaluation(
+            created_at=store.utcnow(),
+            split=report.split,
+            params=report.params,
+            strategies=rows,
+            report=report.as_dict(),
+        )
+        s.add(row)
+        s.flush()
+        return row.id
+
+
+def latest_evaluations(workspace, split: str | None = None) -> list:
+    """Stored evaluations, newest first (optionally of one split)."""
+    from sqlalchemy import select
+
+    from recsys import store
+
+    query = select(store.Evaluation).order_by(store.Evaluation.id.desc()).limit(50)
+    if split is not None:
+        query = query.where(store.Evaluation.split == split)
+    with workspace.session() as s:
+        return list(s.scalars(query))
 
 
 def plot_recall(report: EvaluationReport, path) -> None:

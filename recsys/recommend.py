@@ -9,20 +9,25 @@ rec.similar("tulip/123", k=10)                 # item-to-item
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from recsys import store
+from recsys import registry, store, strategies
 from recsys.errors import NotAnImage, NotFound, RecsysError, TooLarge
-from recsys.index import ItemIndex, exact_search
+from recsys.index import ItemIndex
 from recsys.interactions import Event, KnownIds, RecordReport, record, user_key
-from recsys.profiles import history_weights, profile_vector
+from recsys.space import VectorSpace, center_and_normalise, explain, label_filter, mmr, retrieve
+from recsys.strategies import Catalogue, Context, Queries, Strategy
 
-STRATEGIES = ("average", "popular", "random", "two-tower")
+#: What a caller may ask for: every registered strategy, and "auto" (the evaluated best).
+STRATEGIES = ("auto", *strategies.REGISTRY)
+#: Seconds a served strategy (and the auto choice) is reused before the registry is asked again.
+SERVING_TTL = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,11 +62,13 @@ class RecommendationList:
     cold_start: bool = False
     history_size: int = 0
     notes: list[str] = field(default_factory=list)
+    requested: str = ""  # what was asked for ("auto" names the strategy it chose)
 
     def as_dict(self) -> dict:
         return {
             "user": self.user,
             "strategy": self.strategy,
+            "requested": self.requested or self.strategy,
             "cold_start": self.cold_start,
             "history_size": self.history_size,
             "notes": self.notes,
@@ -77,162 +84,6 @@ class HistoryEntry:
     ts: datetime
     label: str | None = None
     title: str | None = None
-
-
-def center_and_normalise(vectors: np.ndarray, center: np.ndarray) -> np.ndarray:
-    """Subtract the catalogue mean, then rescale to unit length.
-
-    Pooled CNN features are all non-negative and share one large common direction; without it,
-    the mean of a few views points at what they have in common instead of at "generic photo".
-    Measured on flowers5: 5 random tulip views -> >= 9 tulips in the top 10 for 96% of draws,
-    against 85% on the raw vectors.
-    """
-    out = np.asarray(vectors, dtype=np.float32) - center
-    norms = np.linalg.norm(out, axis=-1, keepdims=True)
-    return np.where(norms > 1e-6, out / np.maximum(norms, 1e-6), vectors).astype(np.float32)
-
-
-class VectorSpace:
-    """The retrieval vectors of one model, their item ids (sorted), labels, and a faiss index.
-
-    Args:
-        ids: Item ids, ascending.
-        matrix: One unit vector per id, already centred (see ``center_and_normalise``).
-        labels: The label of each id (None where unlabelled).
-        center: The mean that was subtracted; queries from outside go through ``transform``.
-    """
-
-    def __init__(
-        self,
-        ids: np.ndarray,
-        matrix: np.ndarray,
-        labels: Sequence[str | None],
-        center: np.ndarray,
-        name: str = "",
-    ) -> None:
-        self.name = name
-        self.ids = np.asarray(ids, dtype=np.int64)
-        self.matrix = matrix
-        self.labels = np.asarray(labels, dtype=object)
-        self.center = np.asarray(center, dtype=np.float32)
-        self.index: ItemIndex | None = None
-
-    def transform(self, raw: np.ndarray) -> np.ndarray:
-        """A raw model vector (e.g. of an uploaded image) in this space."""
-        return center_and_normalise(np.asarray(raw, dtype=np.float32), self.center)
-
-    def rows(self, item_ids: Sequence[int]) -> np.ndarray:
-        """Row numbers of the given ids; ids without a vector are dropped."""
-        item_ids = np.asarray(item_ids, dtype=np.int64)
-        if len(self.ids) == 0 or len(item_ids) == 0:
-            return np.zeros(0, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
-        return pos[self.ids[pos] == item_ids]
-
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if self.index is not None:
-            return self.index.search(query, k)
-        scores, rows = exact_search(self.matrix, query, k)
-        return scores, np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
-
-
-def label_filter(labels: Sequence[str] | None, exclude_labels: Sequence[str] | None) -> Callable | None:
-    """A predicate on an item's label, or None when there is nothing to filter."""
-    keep = set(labels or [])
-    drop = set(exclude_labels or [])
-    if not keep and not drop:
-        return None
-    return lambda label: (not keep or label in keep) and label not in drop
-
-
-def retrieve(
-    space: VectorSpace,
-    query: np.ndarray,
-    k: int,
-    exclude: set[int],
-    allowed: Callable[[str | None], bool] | None = None,
-) -> list[tuple[int, float]]:
-    """The ``k`` best (item id, score) for ``query``, skipping ``exclude`` and disallowed labels.
-
-    Over-fetches by the size of the exclusion set and widens the search until ``k`` survive or the
-    catalogue is exhausted, so excluded items never push the list below ``k``.
-    """
-    n = len(space.ids)
-    fetch = min(n, k + len(exclude) + 10)
-    while True:
-        scores, ids = space.search(query, fetch)
-        hits = []
-        for score, item_id in zip(scores[0], ids[0], strict=True):
-            item_id = int(item_id)
-            if item_id < 0 or item_id in exclude:
-                continue
-            if allowed is not None:
-                row = np.searchsorted(space.ids, item_id)
-                if not allowed(space.labels[row]):
-                    continue
-            hits.append((item_id, float(score)))
-            if len(hits) == k:
-                return hits
-        if fetch >= n:
-            return hits
-        fetch = min(n, fetch * 4)
-
-
-def mmr(
-    space: VectorSpace, query: np.ndarray, candidates: list[tuple[int, float]], k: int, lam: float
-) -> list[tuple[int, float]]:
-    """Maximal marginal relevance: trade relevance to the profile against similarity to picks."""
-    if not candidates:
-        return []
-    rows = space.rows([c[0] for c in candidates])
-    vecs = space.matrix[rows]
-    relevance = np.array([c[1] for c in candidates], dtype=np.float32)
-    chosen: list[int] = []
-    max_sim = np.full(len(candidates), -np.inf, dtype=np.float32)
-    for _ in range(min(k, len(candidates))):
-        redundancy = np.where(np.isfinite(max_sim), max_sim, 0.0)
-        gain = lam * relevance - (1 - lam) * redundancy
-        gain[chosen] = -np.inf
-        best = int(np.argmax(gain))
-        chosen.append(best)
-        max_sim = np.maximum(max_sim, vecs @ vecs[best])
-    return [candidates[i] for i in chosen]
-
-
-def space_profile(space: VectorSpace, weights: dict[int, float]) -> np.ndarray | None:
-    """A profile in ``space`` from {item id: weight}; items without a vector are ignored."""
-    if not weights:
-        return None
-    rows = space.rows(np.fromiter(weights, dtype=np.int64))
-    w = np.array([weights[int(space.ids[r])] for r in rows], dtype=np.float32)
-    return profile_vector(rows, w, space.matrix)
-
-
-def explain(space: VectorSpace, result_ids: Sequence[int], history_ids: set[int]) -> dict[int, int]:
-    """For each result, the history item whose vector is nearest to it ("because you viewed")."""
-    hist_rows = space.rows(np.array(sorted(history_ids), dtype=np.int64))
-    res_rows = space.rows(result_ids)
-    if len(hist_rows) == 0 or len(res_rows) == 0:
-        return {}
-    sims = space.matrix[res_rows] @ space.matrix[hist_rows].T
-    nearest = space.ids[hist_rows][np.argmax(sims, axis=1)]
-    return {int(space.ids[r]): int(h) for r, h in zip(res_rows, nearest, strict=True)}
-
-
-def rank(
-    space: VectorSpace,
-    query: np.ndarray,
-    k: int,
-    seen: set[int],
-    allowed: Callable[[str | None], bool] | None = None,
-    diversify: bool = False,
-    lam: float = 0.7,
-) -> tuple[list[tuple[int, float]], dict[int, int]]:
-    """The hot path of a recommendation: unseen top-k (optionally MMR) and their explanations."""
-    hits = retrieve(space, query, max(k * 5, 50) if diversify else k, seen, allowed)
-    if diversify:
-        hits = mmr(space, query, hits, k, lam)
-    return hits, explain(space, [h[0] for h in hits], seen)
 
 
 class Recommender:
@@ -254,10 +105,10 @@ class Recommender:
         self.use_index = use_index
         self.log = log
         self._space: VectorSpace | None = None
-        self._towers: dict[int, VectorSpace] = {}
-        self._items: list[tuple[int, str | None, datetime | None]] | None = None
+        self._catalogue: Catalogue | None = None
+        self._serving: dict[tuple[str, int | None], tuple[float, Strategy]] = {}
+        self._auto: tuple[float, dict] | None = None
         self._info_cache: dict[int, tuple[str, str | None, str | None]] = {}
-        self._popularity: tuple[float, dict[int, float]] | None = None
         self._known = KnownIds()
 
     # -- vectors and index ------------------------------------------------------------------
@@ -279,41 +130,99 @@ class Recommender:
                 self._space.index = self._fresh_index(self._space, saved)
         return self._space
 
-    def tower_space(self, version: int | None = None) -> VectorSpace:
-        """Item-tower vectors of a two-tower version (default: the latest) with their own index."""
-        from recsys.twotower import TowerServer, latest_version
-
-        if version is None:
-            latest = latest_version(self.workspace)
-            if latest is None:
-                raise RecsysError("no two-tower model yet: run `recsys train`")
-            version = latest.version
-        if version not in self._towers:
-            server = TowerServer(self.workspace, version)
+    def catalogue(self) -> Catalogue:
+        """Every item's id (ascending), label and newness: loaded once per Recommender."""
+        if self._catalogue is None:
             with self.workspace.session() as session:
-                ids, raw = store.load_embeddings(session, server.base_model)
-                labels = dict(session.execute(select(store.Item.id, store.Item.label)).all())
-            vectors = server.item_vectors(ids, raw)
-            space = VectorSpace(
-                ids,
-                vectors,
-                [labels.get(int(i)) for i in ids],
-                np.zeros(vectors.shape[1], np.float32),
-                server.name,
-            )
-            space.server, space.raw = server, raw
-            if self.use_index and len(ids):
-                saved = ItemIndex.load(self.workspace.settings.index_dir, server.name)
-                space.index = self._fresh_index(space, saved)
-            self._towers[version] = space
-        return self._towers[version]
+                rows = session.execute(
+                    select(store.Item.id, store.Item.label, store.Item.created_at).order_by(store.Item.id)
+                ).all()
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            order = sorted(range(len(rows)), key=lambda n: (rows[n][2] or datetime.min, rows[n][0]))
+            newness = np.zeros(len(rows))
+            newness[order] = np.arange(len(rows)) / max(len(rows) - 1, 1)
+            self._catalogue = Catalogue(ids, np.array([r[1] for r in rows], dtype=object), newness)
+        return self._catalogue
+
+    def context(self) -> Context:
+        """What strategies get to work with (they never see this class)."""
+        return Context(
+            self.workspace,
+            self.catalogue(),
+            self._require_space,
+            self._attach_index if self.use_index else None,
+            (lambda m: self._notice(m)) if self.log is not None else None,
+        )
+
+    def _attach_index(self, space: VectorSpace) -> None:
+        space.index = self._fresh_index(space, ItemIndex.load(self.workspace.settings.index_dir, space.name))
+
+    # -- strategies ---------------------------------------------------------------------------
 
     def strategies(self) -> list[str]:
-        """The strategies this workspace can serve now (two-tower once a model is trained)."""
-        from recsys.twotower import latest_version
+        """What this workspace can serve now: "auto", then every strategy whose model exists."""
+        names = ["auto"]
+        for name, cls in strategies.REGISTRY.items():
+            if not cls.needs_model or registry.latest(self.workspace, name) is not None:
+                names.append(name)
+        return names
 
-        names = [s for s in STRATEGIES if s != "two-tower"]
-        return names + ["two-tower"] if latest_version(self.workspace) is not None else names
+    def strategy(self, name: str = "auto", version: int | None = None) -> Strategy:
+        """The strategy ready to serve (``auto``: the evaluated best), reused for 30 s."""
+        if name == "auto":
+            name = self.auto_choice()["strategy"]
+        cls = strategies.get(name)
+        key = (name, version)
+        cached = self._serving.get(key)
+        if cached is not None and time.monotonic() - cached[0] < SERVING_TTL:
+            return cached[1]
+        if cls.needs_model and version is None and cached is not None:
+            latest = registry.latest(self.workspace, name)
+            if latest is not None and latest.version == cached[1].params.get("version"):
+                self._serving[key] = (time.monotonic(), cached[1])  # still the newest version
+                return cached[1]
+        params = {} if version is None else {"version": version}
+        served = cls(self.context(), params).fit_serving()
+        self._serving[key] = (time.monotonic(), served)
+        return served
+
+    def fitted(self, name: str, train: dict, **params) -> Strategy:
+        """A strategy fitted on ``train`` (the evaluation's); two-tower loads its trained version."""
+        return strategies.get(name)(self.context(), dict(params)).fit(train)
+
+    def auto_choice(self) -> dict:
+        """{"strategy", "recall@10", "evaluation", "reason"}: what ``auto`` serves, and why.
+
+        The strategy with the best recall@10 in the latest temporal evaluation that can be served
+        now (a strategy that needs a model has one; an evaluated two-tower version still exists);
+        ``average`` when there is none.
+        """
+        if self._auto is not None and time.monotonic() - self._auto[0] < SERVING_TTL:
+            return self._auto[1]
+        from recsys.evaluate import latest_evaluations
+
+        choice = {"strategy": "average", "recall@10": None, "evaluation": None, "reason": "no evaluation yet"}
+        for evaluation in latest_evaluations(self.workspace, split="temporal"):
+            rows = [r for r in evaluation.strategies if self._servable(r)]
+            if rows:
+                best = max(rows, key=lambda r: r["recall@10"])
+                choice = {
+                    "strategy": best["strategy"],
+                    "recall@10": best["recall@10"],
+                    "evaluation": evaluation.id,
+                    "reason": f"best recall@10 in evaluation {evaluation.id}",
+                }
+                break
+        self._auto = (time.monotonic(), choice)
+        return choice
+
+    def _servable(self, row: dict) -> bool:
+        cls = strategies.REGISTRY.get(row["strategy"])
+        if cls is None:
+            return False
+        if row.get("version") is not None and not registry.exists(self.workspace, cls.name, row["version"]):
+            return False
+        return not cls.needs_model or registry.latest(self.workspace, cls.name) is not None
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         space = self.space()
@@ -407,20 +316,6 @@ class Recommender:
             if i in info
         ]
 
-    def profile(self, user: str, half_life_days: float | None = None) -> np.ndarray | None:
-        """The user's unit profile vector, or None (unknown user, no history, nothing embedded)."""
-        user = user_key(user)
-        with self.workspace.session() as session:
-            events = store.user_history(session, user)
-        return self._profile_from_events(events or [], half_life_days)[0]
-
-    def _profile_from_events(self, events, half_life_days) -> tuple[np.ndarray | None, dict[int, float]]:
-        half_life = half_life_days if half_life_days is not None else self.workspace.settings.half_life_days
-        weights = history_weights(events, half_life, self.workspace.settings.max_weight)
-        if not weights:
-            return None, weights
-        return space_profile(self._require_space(), weights), weights
-
     # -- recommendations --------------------------------------------------------------------
 
     def recommend(
@@ -428,7 +323,7 @@ class Recommender:
         user: str,
         k: int = 10,
         *,
-        strategy: str = "average",
+        strategy: str = "auto",
         diversify: bool = False,
         mmr_lambda: float | None = None,
         labels: Sequence[str] | None = None,
@@ -467,24 +362,17 @@ class Recommender:
         events: Sequence[tuple[int, str, float | None, datetime]],
         k: int = 10,
         *,
-        strategy: str = "average",
+        strategy: str = "auto",
         diversify: bool = False,
         mmr_lambda: float | None = None,
         labels: Sequence[str] | None = None,
         exclude_labels: Sequence[str] | None = None,
         half_life_days: float | None = None,
-        popularity: dict[int, float] | None = None,
-        seed: int | None = None,
         describe: bool = True,
         user: str | None = None,
         model_version: int | None = None,
     ) -> RecommendationList:
-        """``recommend`` for a given history of (item id, event, weight, ts), not the stored one.
-
-        The offline evaluation calls this with each user's training events (and the training
-        popularity), so held-out events never leak into what it scores. ``describe=False`` skips
-        looking up keys and titles (the items then carry ids and scores only).
-        """
+        """``recommend`` for a given history of (item id, event, weight, ts), not the stored one."""
         if k < 1:
             raise RecsysError(f"k must be at least 1, got {k}")
         if strategy not in STRATEGIES:
@@ -492,82 +380,101 @@ class Recommender:
         lam = self.workspace.settings.mmr_lambda if mmr_lambda is None else mmr_lambda
         if not 0.0 <= lam <= 1.0:
             raise RecsysError(f"MMR lambda must be between 0 and 1, got {lam}")
-        seen = {e[0] for e in events}
+        served = self.strategy(strategy, model_version)
+        if half_life_days is not None and served.name == "average":  # a profile with its own half-life
+            served = strategies.get("average")(self.context(), {"half_life_days": half_life_days})
         allowed = label_filter(labels, exclude_labels)
-        result = RecommendationList(user="", strategy=strategy, items=[], history_size=len(events))
-        finish = self._describe if describe else _bare
-        if strategy == "random":
-            result.items = finish(self._random(k, seen, allowed, seed))
-            return result
-        query, space = None, None
-        if strategy == "average":
-            query, _ = self._profile_from_events(events, half_life_days)
-            space = self.space() if query is not None else None
-        elif strategy == "two-tower" and events:
-            space = self.tower_space(model_version)
-            rows = space.rows(sorted(seen))
-            if len(rows):
-                query = space.server.user_vector(user, space.raw[rows])
-        if query is None:
-            result.cold_start = strategy != "popular"
-            if result.cold_start:
-                result.notes.append("no usable history yet: showing the most popular items, then the newest")
-            result.items = finish(self._popular_hits(k, seen, allowed, popularity))
-            return result
-        hits, because = rank(space, query, k, seen, allowed, diversify, lam)
-        result.items = finish(hits, because=because)
+        result = RecommendationList(
+            user="", strategy=served.name, items=[], history_size=len(events), requested=strategy
+        )
+        if strategy == "auto":
+            choice = self.auto_choice()
+            result.notes.append(
+                f"auto serves {choice['strategy']}: {choice['reason']}"
+                + (f", recall@10 {choice['recall@10']:.4f}" if choice["recall@10"] is not None else "")
+            )
+        hits, because = self.rank(served, [events], [user], k, allowed=allowed, diversify=diversify, lam=lam)[
+            0
+        ]
+        if hits is None:
+            if served.name != "popular":
+                result.cold_start = True
+                note = "no usable history yet: showing the most popular items, then the newest"
+                result.notes.insert(0, note)
+            hits, because = self.rank(self.strategy("popular"), [events], [user], k, allowed=allowed)[0]
+        result.items = (self._describe if describe else _bare)(hits or [], because=because)
         return result
 
-    def popular(self, k: int = 10, *, exclude: set[int] | None = None, allowed=None) -> list[Recommendation]:
-        """Items by total event weight, then newest first: the cold-start list."""
-        return self._describe(self._popular_hits(k, exclude or set(), allowed, None))
-
-    #: Seconds a popularity count is reused: a GROUP BY over every event is too dear per request.
-    POPULARITY_TTL = 30.0
-
-    def popularity(self) -> dict[int, float]:
-        """Total event weight of each item over all stored interactions (at most 30 s old)."""
-        import time
-
-        from recsys.interactions import EVENT_WEIGHTS
-
-        if self._popularity is not None and time.monotonic() - self._popularity[0] < self.POPULARITY_TTL:
-            return self._popularity[1]
-        weight = _event_weight(EVENT_WEIGHTS, self.workspace.settings.max_weight)
-        with self.workspace.session() as session:
-            rows = session.execute(
-                select(store.Interaction.item_id, func.sum(weight)).group_by(store.Interaction.item_id)
-            ).all()
-        counts = {int(i): float(w) for i, w in rows}
-        self._popularity = (time.monotonic(), counts)
-        return counts
-
-    def catalogue(self) -> list[tuple[int, str | None, datetime | None]]:
-        """(id, label, created) of every item, newest first: loaded once per Recommender."""
-        if self._items is None:
-            with self.workspace.session() as session:
-                rows = session.execute(select(store.Item.id, store.Item.label, store.Item.created_at)).all()
-            self._items = sorted(rows, key=lambda r: (r[2] or datetime.min, r[0]), reverse=True)
-        return self._items
-
-    def _popular_hits(self, k, exclude, allowed, popularity) -> list[tuple[int, float]]:
-        popularity = self.popularity() if popularity is None else popularity
-        candidates = [
-            r for r in self.catalogue() if r[0] not in exclude and (allowed is None or allowed(r[1]))
-        ]
-        # stable sort: equal popularity keeps the newest-first order of the catalogue
-        ranked = sorted(candidates, key=lambda r: popularity.get(r[0], 0.0), reverse=True)[:k]
-        return [(r[0], float(popularity.get(r[0], 0.0))) for r in ranked]
-
-    def _random(self, k, exclude, allowed, seed) -> list[tuple[int, float]]:
-        candidates = [
-            r[0] for r in self.catalogue() if r[0] not in exclude and (allowed is None or allowed(r[1]))
-        ]
-        rng = np.random.default_rng(seed)
-        picked = (
-            rng.choice(len(candidates), size=min(k, len(candidates)), replace=False) if candidates else []
+    def rank(
+        self,
+        served: Strategy,
+        histories: Sequence[Sequence[tuple]],
+        users: Sequence[str | None],
+        k: int,
+        *,
+        allowed: Callable[[str | None], bool] | None = None,
+        diversify: bool = False,
+        lam: float = 0.7,
+        candidates: np.ndarray | None = None,
+        explain_hits: bool = True,
+    ) -> list[tuple[list[tuple[int, float]] | None, dict[int, int]]]:
+        """Per history: its top-``k`` unseen (item id, score) and explanations, or (None, {}) when
+        the strategy cannot score it. Whatever the strategy, the same exclusions (what was seen),
+        label filters, MMR and "because you viewed" apply. ``candidates``: rank only these ids."""
+        scores = served.score(histories, users)
+        out: list[tuple[list[tuple[int, float]] | None, dict[int, int]]] = []
+        fetch = max(k * 5, 50) if diversify else k
+        if isinstance(scores, Queries):
+            space = scores.space
+            exact = None
+            if space.index is None or candidates is not None:  # evaluation: one product for the batch
+                exact = _top_dense(
+                    scores.vectors @ space.matrix.T,
+                    space.ids,
+                    space.labels,
+                    histories,
+                    fetch,
+                    allowed,
+                    candidates,
+                )
+            for n, history in enumerate(histories):
+                if not scores.valid[n]:
+                    out.append((None, {}))
+                    continue
+                seen = {e[0] for e in history}
+                hits = (
+                    exact[n]
+                    if exact is not None
+                    else retrieve(space, scores.vectors[n], fetch, seen, allowed)
+                )
+                if diversify:
+                    hits = mmr(space, scores.vectors[n], hits, k, lam)
+                out.append((hits, explain(space, [h[0] for h in hits], seen) if explain_hits else {}))
+            return out
+        catalogue = self.catalogue()
+        tops = _top_dense(
+            scores.scores, catalogue.ids, catalogue.labels, histories, fetch, allowed, candidates
         )
-        return [(int(candidates[i]), 0.0) for i in picked]
+        image = self.space() if (diversify or (explain_hits and served.explains)) else None
+        for n, history in enumerate(histories):
+            if not scores.valid[n]:
+                out.append((None, {}))
+                continue
+            hits = tops[n]
+            if diversify and hits:
+                top, bottom = hits[0][1], hits[-1][1]
+                scaled = [(i, (s - bottom) / (top - bottom) if top > bottom else 1.0) for i, s in hits]
+                order = {i: s for i, s in hits}
+                hits = [(i, order[i]) for i, _ in mmr(image, None, scaled, k, lam)]
+            seen = {e[0] for e in history}
+            because = explain(image, [h[0] for h in hits], seen) if explain_hits and served.explains else {}
+            out.append((hits, because))
+        return out
+
+    def popular(self, k: int = 10) -> list[Recommendation]:
+        """Items by total event weight, then newest first: the cold-start list."""
+        hits, _ = self.rank(self.strategy("popular"), [[]], [None], k)[0]
+        return self._describe(hits or [])
 
     # -- similar items ----------------------------------------------------------------------
 
@@ -677,11 +584,36 @@ def _bare(hits: list[tuple[int, float]], because: dict[int, int] | None = None) 
     return [Recommendation(item_id=i, key="", score=s) for i, s in hits]
 
 
-def _event_weight(weights: dict[str, float], max_weight: float):
-    """SQL for an event's weight: its own, clipped to [0, max_weight], else its type's default."""
-    from sqlalchemy import case
-
-    own = store.Interaction.weight
-    clipped = case((own > max_weight, max_weight), (own < 0, 0.0), else_=own)
-    by_type = case(*((store.Interaction.event == name, w) for name, w in weights.items()), else_=1.0)
-    return func.coalesce(clipped, by_type)
+def _top_dense(
+    scores: np.ndarray,
+    ids: np.ndarray,
+    labels: np.ndarray,
+    histories: Sequence[Sequence[tuple]],
+    k: int,
+    allowed: Callable[[str | None], bool] | None,
+    candidates: np.ndarray | None,
+) -> list[list[tuple[int, float]]]:
+    """Per row of ``scores`` (over ``ids``; one shared row is broadcast): the ``k`` best unseen
+    (id, score), best first, within ``candidates`` and the label filter."""
+    base = np.zeros(len(ids), dtype=bool)  # True = never rank
+    if allowed is not None:
+        base |= ~np.array([bool(allowed(label)) for label in labels], dtype=bool)
+    if candidates is not None:
+        base |= ~np.isin(ids, candidates)
+    out = []
+    for n, history in enumerate(histories):
+        values = np.array(scores[n if scores.shape[0] > 1 else 0], dtype=np.float64, copy=True)
+        blocked = base.copy()
+        if history:
+            seen = np.fromiter({e[0] for e in history}, dtype=np.int64)
+            pos = np.minimum(np.searchsorted(ids, seen), len(ids) - 1)
+            blocked[pos[ids[pos] == seen]] = True
+        values[blocked] = -np.inf
+        take = min(k, len(ids) - int(blocked.sum()))
+        if take <= 0:
+            out.append([])
+            continue
+        top = np.argpartition(-values, take - 1)[:take] if take < len(ids) else np.arange(len(ids))
+        top = top[np.argsort(-values[top], kind="stable")]
+        out.append([(int(ids[t]), float(values[t])) for t in top if np.isfinite(values[t])])
+    return out

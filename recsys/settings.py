@@ -46,6 +46,7 @@ class Settings:
         limit_storage: Where rate-limit counters live: memory:// (per process) or e.g. redis://host.
         trusted_proxies: Reverse proxies in front of the server whose X-Forwarded-* headers are
             believed (0: none; the client address is the socket's).
+        ease_memory_gb: Memory EASE may use for its items x items matrices; above, it refuses.
         allowed_hosts: Comma-separated Host names the web server answers (empty: any; demo mode
             always answers loopback names only).
     """
@@ -75,6 +76,7 @@ class Settings:
     limit_storage: str = "memory://"
     trusted_proxies: int = 0
     allowed_hosts: str = ""
+    ease_memory_gb: float = 8.0
 
     def __post_init__(self) -> None:
         # Resolved once, here: no code path may depend on the working folder later (Flask's

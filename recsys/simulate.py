@@ -117,7 +117,7 @@ def simulate(workspace, config: SimulationConfig, *, progress: bool = True) -> d
     vectors = None
     if len(ids) == len(items) and config.visual_temperature > 0:
         # centred like the retrieval space, so "looks like" means what sets photos apart
-        from recsys.recommend import center_and_normalise
+        from recsys.space import center_and_normalise
 
         vectors = center_and_normalise(matrix, matrix.mean(axis=0))
     events = generate([(k, lab) for _, k, lab in items], config, vectors)

@@ -130,6 +130,18 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Evaluation(Base):
+    """One `recsys evaluate` run: its split, and recall@10 (and model version) per strategy."""
+
+    __tablename__ = "evaluations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    split: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    strategies: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
 # --- engine and migrations -------------------------------------------------------------------
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

@@ -15,17 +15,15 @@ uses (recorded with the model), so an evaluation on that split does not see its 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from recsys import atomic, store
+from recsys import registry, store
 from recsys.errors import RecsysError
 
 KIND = "two-tower"
@@ -50,6 +48,10 @@ class TwoTowerConfig:
         history_length: Most recent distinct items a history keeps.
         holdout: Share of each user's latest events kept out of training entirely, for an honest
             `recsys evaluate` on the same temporal split (0: production, train on everything).
+        cold_share: Share of the catalogue (chosen with ``seed``, as the cold-item split does) left
+            out of training entirely: their events, and their id rows (they use the unknown row).
+        id_dropout: Chance that a training example's item-id row is swapped for the unknown row,
+            so the image path learns to stand alone for items added later.
         val_fraction: Share of each user's latest remaining events used for early stopping.
         min_events: Users with fewer events are training-only (as in the evaluation split).
         seed: Seed of initialisation and shuffling.
@@ -67,6 +69,8 @@ class TwoTowerConfig:
     logq: bool = True
     history_length: int = 50
     holdout: float = 0.0
+    cold_share: float = 0.0
+    id_dropout: float = 0.0
     val_fraction: float = 0.1
     min_events: int = 3
     seed: int = 0
@@ -137,7 +141,11 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
 
         def compute_loss(self, features, training=False):
             users = self.user_tower(self.history_mean(features["history"]), features["user"])
-            items = self.item_tower(tf.gather(self.image_table, features["item"]), features["item"])
+            id_rows = features["item"]
+            if training and config.id_dropout > 0:  # some items must be recognised by pixels alone
+                dropped = tf.random.uniform(tf.shape(id_rows)) < config.id_dropout
+                id_rows = tf.where(dropped, tf.zeros_like(id_rows), id_rows)
+            items = self.item_tower(tf.gather(self.image_table, features["item"]), id_rows)
             probability = features["probability"] if config.logq else None
             return self.task(
                 users,
@@ -236,34 +244,8 @@ def recall_at_k(model, vocab: Vocabulary, train: dict, test: dict, k: int = 10) 
 # --- training, saving, loading -------------------------------------------------------------
 
 
-def model_dir(workspace, version: int) -> Path:
-    return workspace.settings.models_dir / KIND / f"v{version}"
-
-
 def latest_version(workspace) -> store.ModelVersion | None:
-    with workspace.session() as s:
-        return s.scalar(
-            select(store.ModelVersion)
-            .where(store.ModelVersion.kind == KIND)
-            .order_by(store.ModelVersion.version.desc())
-        )
-
-
-def get_version(workspace, version: int | None) -> store.ModelVersion:
-    if version is None:
-        found = latest_version(workspace)
-        if found is None:
-            raise RecsysError("no two-tower model yet: run `recsys train`")
-        return found
-    with workspace.session() as s:
-        found = s.scalar(
-            select(store.ModelVersion).where(
-                store.ModelVersion.kind == KIND, store.ModelVersion.version == version
-            )
-        )
-    if found is None:
-        raise RecsysError(f"no two-tower model version {version}")
-    return found
+    return registry.latest(workspace, KIND)
 
 
 def train(
@@ -295,6 +277,13 @@ def train(
     if len(ids) < 2:
         raise RecsysError(f"train needs embedded items: run `recsys embed` (model {base_model})")
     history = load_history(workspace)
+    trained = np.ones(len(ids), dtype=bool)
+    if config.cold_share > 0:  # the cold-item split's new items: never seen, not even their ids
+        from recsys.evaluate import new_items
+
+        new = set(new_items(ids, config.cold_share, config.seed).tolist())
+        trained = np.array([int(i) not in new for i in ids], dtype=bool)
+        history = {u: kept for u, evs in history.items() if (kept := [e for e in evs if e[0] not in new])}
     if config.holdout > 0:  # the evaluation's held-out events: never trained on, never used to stop
         history_for_training = temporal_split(
             history, fraction=config.holdout, min_events=config.min_events
@@ -308,14 +297,14 @@ def train(
         train_events, test = split.train, split.test
     else:
         train_events, test = history_for_training, {}
-    vocab = Vocabulary(ids, sorted(history))
+    vocab = Vocabulary(ids[trained], sorted(history))
     examples = make_examples(train_events, vocab, config.history_length)
     if len(examples["item"]) < config.batch_size // 4:
         raise RecsysError(
             f"too few interactions to train on ({len(examples['item'])} examples): "
             "record more, or `recsys simulate`"
         )
-    image_table = np.vstack([np.zeros((1, raw.shape[1]), np.float32), raw]).astype(np.float32)
+    image_table = np.vstack([np.zeros((1, raw.shape[1]), np.float32), raw[trained]]).astype(np.float32)
     tf.keras.utils.set_random_seed(config.seed)
     model = build_model(image_table, len(vocab.users), config)
     if previous is not None:
@@ -389,49 +378,39 @@ def _warm_start(model, vocab: Vocabulary, workspace, previous: store.ModelVersio
 
 
 def _save(workspace, model, vocab, config, base_model, report, previous) -> tuple[int, str]:
-    """Weights + vocabulary into a new version folder (written aside, then renamed), then the registry row."""
-    with workspace.session() as s:
-        version = (
-            s.scalar(select(func.max(store.ModelVersion.version)).where(store.ModelVersion.kind == KIND)) or 0
-        ) + 1
-    final = model_dir(workspace, version)
-    atomic.clear_stale(final.parent)  # folders of earlier, killed runs
-    tmp = atomic.temporary(final)
-    tmp.mkdir(parents=True)
-    model.save_weights(str(tmp / "weights.weights.h5"))
-    np.save(tmp / "item_ids.npy", vocab.item_ids)
-    (tmp / "users.json").write_text(json.dumps(vocab.users))
-    (tmp / "config.json").write_text(json.dumps(asdict(config)))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    """Weights + vocabulary as a new registry version (files first, atomically; then the row)."""
+
+    def write(folder: Path) -> None:
+        model.save_weights(str(folder / "weights.weights.h5"))
+        np.save(folder / "item_ids.npy", vocab.item_ids)
+        (folder / "users.json").write_text(json.dumps(vocab.users))
+        (folder / "config.json").write_text(json.dumps(asdict(config)))
+
     best = report.history[report.best_epoch - 1] if report.history else {}
-    with workspace.session() as s, s.begin():
-        s.add(
-            store.ModelVersion(
-                kind=KIND,
-                version=version,
-                base_model=base_model,
-                path=str(final.relative_to(workspace.home)),
-                params={
-                    **asdict(config),
-                    "split": "temporal",
-                    "warm_start_from": previous.version if previous else None,
-                },
-                metrics={
-                    "val_recall@10": best.get("val_recall@10"),
-                    "best_epoch": report.best_epoch,
-                    "epochs": report.history,
-                    "examples": report.examples,
-                },
-            )
-        )
+    version, final = registry.save(
+        workspace,
+        KIND,
+        write,
+        base_model=base_model,
+        params={
+            **asdict(config),
+            "split": "temporal",
+            "warm_start_from": previous.version if previous else None,
+        },
+        metrics={
+            "val_recall@10": best.get("val_recall@10"),
+            "best_epoch": report.best_epoch,
+            "epochs": report.history,
+            "examples": report.examples,
+        },
+    )
     return version, str(final)
 
 
 def load(workspace, version: int | None = None):
     """(model, vocabulary, registry row) of a saved version (default: the latest)."""
-    row = get_version(workspace, version)
-    folder = workspace.home / row.path
+    row = registry.get(workspace, KIND, version)
+    folder = registry.path_of(workspace, row)
     if not (folder / "weights.weights.h5").is_file():
         raise RecsysError(f"two-tower v{row.version}: model files missing in {folder}")
     config = TwoTowerConfig(**json.loads((folder / "config.json").read_text()))
@@ -459,13 +438,21 @@ class TowerServer:
         self.base_model = self.row.base_model
 
     def item_vectors(self, ids: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Item-tower vectors of every embedded item (``raw``: their image vectors, by ``ids``);
+        also kept to turn histories into user vectors."""
+        self.ids, self.raw = np.asarray(ids, dtype=np.int64), raw
         rows = self.vocab.item_rows(ids)
         out = []
         for start in range(0, len(ids), 4096):
             out.append(self.model.item_tower(raw[start : start + 4096], rows[start : start + 4096]).numpy())
         return np.vstack(out) if out else np.zeros((0, self.model.item_mlp.layers[-1].units), np.float32)
 
-    def user_vector(self, user: str | None, history_raw: np.ndarray) -> np.ndarray:
-        mean = history_raw.mean(axis=0, keepdims=True).astype(np.float32)
-        row = np.array([self.vocab.user_row(user) if user else 0], dtype=np.int32)
-        return self.model.user_tower(mean, row).numpy()[0]
+    def user_vectors(self, histories: list[np.ndarray], users: list[str | None]) -> np.ndarray:
+        """User-tower vectors of histories given as item-id arrays (items without a vector skipped;
+        every history must hold at least one embedded item)."""
+        means = np.zeros((len(histories), self.raw.shape[1]), np.float32)
+        for n, item_ids in enumerate(histories):
+            pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
+            means[n] = self.raw[pos[self.ids[pos] == item_ids]].mean(axis=0)
+        rows = np.array([self.vocab.user_row(u) if u else 0 for u in users], dtype=np.int32)
+        return self.model.user_tower(means, rows).numpy()

@@ -72,9 +72,10 @@ def test_ties_in_time_and_in_popularity_are_broken_deterministically(embedded_co
     # Equal popularity: the newest item first, every time.
     with Workspace(settings_for(embedded_copy)) as ws:
         rec = Recommender(ws, use_index=False, log=None)
-        a = rec.recommend_for_history([], 5, strategy="popular", popularity={}, describe=False)
-        b = rec.recommend_for_history([], 5, strategy="popular", popularity={}, describe=False)
-    assert [r.item_id for r in a.items] == [r.item_id for r in b.items] == [200, 199, 198, 197, 196]
+        popular = rec.fitted("popular", {})  # no events at all: every count is 0
+        a, _ = rec.rank(popular, [[]], [None], 5)[0]
+        b, _ = rec.rank(popular, [[]], [None], 5)[0]
+    assert [i for i, _ in a] == [i for i, _ in b] == [200, 199, 198, 197, 196]
 
 
 def test_diversity_and_novelty_by_hand():
@@ -211,7 +212,9 @@ def test_evaluate_cli_table_files_and_ordering(embedded_copy, tmp_path):
     assert "1-NN same-label accuracy" in proc.stdout
     data = json.loads((out / "metrics.json").read_text())
     rows = {(r["strategy"], r["k"]): r for r in data["metrics"]}
-    assert {s for s, _ in rows} == {"average", "popular", "random"} and {k for _, k in rows} == {
+    assert {s for s, _ in rows} == {"average", "popular", "random", "ease", "als"} and {
+        k for _, k in rows
+    } == {
         10,
         20,
         50,
@@ -219,6 +222,10 @@ def test_evaluate_cli_table_files_and_ordering(embedded_copy, tmp_path):
     }
     assert rows[("average", 10)]["recall"] > rows[("random", 10)]["recall"]
     assert rows[("popular", 10)]["recall"] > rows[("random", 10)]["recall"]
+    assert data["split"] == "temporal" and data["split_params"]["holdout"] == 0.2
+    assert data["strategy_params"]["ease"]["lambda"] in [
+        row["lambda"] for row in data["strategy_params"]["ease"]["grid"]
+    ]
     for r in data["metrics"]:
         assert r["recall_ci_low"] <= r["recall"] <= r["recall_ci_high"]
     assert (out / "metrics.csv").read_text().startswith("strategy,k,recall")

@@ -11,6 +11,7 @@ import functools
 from recsys.interactions import EVENT_WEIGHTS, USER_KEY_LENGTH
 from recsys.recommend import STRATEGIES
 from recsys.store import KEY_LENGTH
+from recsys.strategies import REGISTRY
 from web.params import MAX_K
 
 
@@ -83,7 +84,16 @@ def document() -> dict:
                     "required": ["user", "strategy", "cold_start", "history_size", "notes", "items"],
                     "properties": {
                         "user": {"type": "string"},
-                        "strategy": {"type": "string", "enum": list(STRATEGIES)},
+                        "strategy": {
+                            "type": "string",
+                            "enum": list(REGISTRY),
+                            "description": "the strategy that ranked the list",
+                        },
+                        "requested": {
+                            "type": "string",
+                            "enum": list(STRATEGIES),
+                            "description": "what was asked for (auto: the evaluated best)",
+                        },
                         "cold_start": {"type": "boolean"},
                         "history_size": {"type": "integer", "minimum": 0},
                         "notes": {"type": "array", "items": {"type": "string"}},

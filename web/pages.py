@@ -80,7 +80,7 @@ def view():
     event = request.form.get("event", "view")
     if event not in PAGE_EVENTS:
         abort(400, description=f"event must be one of {', '.join(PAGE_EVENTS)}")
-    strategy = params.strategy(request.form.get("strategy", "average"), available=rec().strategies())
+    strategy = params.strategy(request.form.get("strategy", "auto"), available=rec().strategies())
     rec().record(visitor_or_new(), item, event)
     return redirect(url_for("pages.you", strategy=strategy))
 

@@ -22,7 +22,7 @@ def k(default: int) -> int:
 
 def strategy(raw: str | None = None, available: list[str] | tuple[str, ...] = STRATEGIES) -> str:
     """The strategy asked for (query string, or ``raw``), if it is one this workspace can serve."""
-    value = raw if raw is not None else request.args.get("strategy", "average")
+    value = raw if raw is not None else request.args.get("strategy", "auto")
     if value not in available:
         abort(400, description=f"strategy {value[:40]!r} is not available; use one of {', '.join(available)}")
     return value

@@ -1,0 +1,246 @@
+"""The contract every recommendation strategy keeps, in the spirit of ``implicit``'s models.
+
+A strategy is fitted once on training events (``fit``), then scores many histories at once
+(``score``). It answers either with dense scores over the catalogue (``Dense``) or with query
+vectors in a vector space (``Queries``), which ``Recommender`` turns into ranked, filtered,
+explained lists through a faiss index or an exact product. A strategy never imports
+``recommend``: what it needs (the catalogue, the image space, the workspace) is handed to it in a
+``Context``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from recsys.interactions import EVENT_WEIGHTS
+from recsys.space import VectorSpace
+
+Event = tuple[int, str, float | None, datetime]  # (item id, event type, weight, time)
+History = Sequence[Event]
+
+
+def event_weight(event: str, weight: float | None, max_weight: float = 100.0) -> float:
+    """What one event counts for: its own weight (clipped to [0, max_weight]), else its type's."""
+    if weight is None:
+        return EVENT_WEIGHTS.get(event, 1.0)
+    return min(max(float(weight), 0.0), max_weight) if math.isfinite(weight) else 0.0
+
+
+@dataclass
+class Catalogue:
+    """The items a strategy ranks: ids ascending, with labels and ages (newest = highest rank).
+
+    Attributes:
+        ids: Item ids, ascending.
+        labels: Label per id (None where unlabelled).
+        newness: 0..1 per id, 1 for the newest item (the tie-break of popularity).
+    """
+
+    ids: np.ndarray
+    labels: np.ndarray
+    newness: np.ndarray
+
+    def rows(self, item_ids: Sequence[int]) -> np.ndarray:
+        """Positions of ``item_ids`` in ``ids``; -1 for ids not in the catalogue."""
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        if len(self.ids) == 0 or len(item_ids) == 0:
+            return np.full(len(item_ids), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
+        return np.where(self.ids[pos] == item_ids, pos, -1)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Context:
+    """What a strategy may use; built by ``Recommender``.
+
+    Attributes:
+        workspace: The open workspace (model files, settings).
+        catalogue: The items to rank.
+        image_space: The image-embedding space (loaded on first call).
+        attach_index: Gives a space of the strategy's own an up-to-date faiss index (serving), or
+            None to search exactly.
+        log: Where notes go (None: quiet).
+    """
+
+    workspace: Any
+    catalogue: Catalogue
+    image_space: Callable[[], VectorSpace]
+    attach_index: Callable[[VectorSpace], None] | None = None
+    log: Callable[[str], None] | None = None
+
+    @property
+    def max_weight(self) -> float:
+        return self.workspace.settings.max_weight
+
+
+@dataclass
+class Dense:
+    """Scores of each history over every catalogue item (rows aligned with the histories).
+
+    ``valid`` is False for a history the strategy cannot score (the caller falls back).
+    """
+
+    scores: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class Queries:
+    """One query vector per history in ``space`` (searched by index or exact product)."""
+
+    space: VectorSpace
+    vectors: np.ndarray
+    valid: np.ndarray
+
+
+@dataclass
+class Strategy(ABC):
+    """Fitted on training events, then scoring histories in batches.
+
+    Attributes:
+        context: The catalogue, image space and workspace it works with.
+        params: Hyper-parameters (chosen on validation events, or loaded with a saved version).
+    """
+
+    context: Context
+    params: dict = field(default_factory=dict)
+
+    #: Its name in the registry, the CLI and the API.
+    name: ClassVar[str] = ""
+    #: Serving needs a trained version from the model registry (`recsys train --strategy NAME`).
+    needs_model: ClassVar[bool] = False
+    #: `recsys evaluate` fits it on the split itself (False: it evaluates a version trained apart).
+    fits_in_evaluation: ClassVar[bool] = True
+    #: It ranks only items that have interactions (new items get no score of their own).
+    needs_interactions: ClassVar[bool] = True
+    #: Its lists follow the history, so each item is explained by the history item nearest to it.
+    explains: ClassVar[bool] = True
+
+    def fit(self, train: Mapping[str, History]) -> Strategy:
+        """Learn from training events (user -> events); stateless strategies keep nothing."""
+        return self
+
+    def fit_serving(self) -> Strategy:
+        """Get ready to serve from the workspace as it is now: the saved version (``params``'s
+        "version", default the latest) when the strategy needs a trained model, else nothing."""
+        if self.needs_model:
+            from recsys import registry
+
+            row = registry.get(self.context.workspace, self.name, self.params.get("version"))
+            self.read(registry.path_of(self.context.workspace, row))
+            self.params = {**(row.params or {}), "version": row.version}
+        return self
+
+    def write(self, folder: Path) -> None:
+        """Save what ``fit`` learnt into a model-registry folder (strategies with a model)."""
+        raise NotImplementedError(f"{self.name} has no model files")
+
+    def read(self, folder: Path) -> None:
+        """Load what ``write`` saved."""
+        raise NotImplementedError(f"{self.name} has no model files")
+
+    @abstractmethod
+    def score(self, histories: Sequence[History], users: Sequence[str | None]) -> Dense | Queries:
+        """Scores for each history (``users`` name them where known; None for anonymous)."""
+
+    def describe(self) -> dict:
+        """What is being served: name, hyper-parameters, model version where there is one."""
+        return {"strategy": self.name, "params": self.params}
+
+
+def weighted_items(history: History, max_weight: float = 100.0) -> dict[int, float]:
+    """Total weight of each item in a history."""
+    totals: dict[int, float] = {}
+    for item_id, event, weight, _ in history:
+        totals[item_id] = totals.get(item_id, 0.0) + event_weight(event, weight, max_weight)
+    return totals
+
+
+def interaction_matrix(train: Mapping[str, History], catalogue: Catalogue, max_weight: float):
+    """users x items sparse matrix of summed event weights (scipy CSR), and the user order."""
+    from scipy.sparse import csr_matrix
+
+    users = sorted(train)
+    rows, cols, vals = [], [], []
+    for u, user in enumerate(users):
+        for item, w in weighted_items(train[user], max_weight).items():
+            rows.append(u)
+            cols.append(item)
+            vals.append(w)
+    positions = catalogue.rows(cols)
+    keep = positions >= 0
+    matrix = csr_matrix(
+        (np.asarray(vals, np.float32)[keep], (np.asarray(rows, np.int64)[keep], positions[keep])),
+        shape=(len(users), len(catalogue)),
+    )
+    matrix.sum_duplicates()
+    return matrix, users
+
+
+def history_matrix(histories: Sequence[History], catalogue: Catalogue, max_weight: float):
+    """histories x items sparse matrix of summed event weights (scipy CSR)."""
+    return interaction_matrix({i: h for i, h in enumerate(histories)}, catalogue, max_weight)[0]
+
+
+def top_k_rows(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> list[np.ndarray]:
+    """Per row: the positions of the ``k`` best scores, best first, skipping ``exclude[row]``."""
+    out = []
+    n = scores.shape[1]
+    for row in range(len(exclude)):
+        values = np.array(scores[row if scores.shape[0] > 1 else 0], dtype=np.float64, copy=True)
+        values[exclude[row]] = -np.inf
+        take = min(k, n)
+        top = np.argpartition(-values, take - 1)[:take] if take < n else np.arange(n)
+        top = top[np.argsort(-values[top], kind="stable")]
+        out.append(top[np.isfinite(values[top])])
+    return out
+
+
+def validation_recall(strategy: Strategy, train: Mapping[str, History], test: Mapping[str, set], k: int = 10):
+    """Mean recall@k of a fitted Dense strategy on held-out items, training items excluded."""
+    users = sorted(test)
+    if not users:
+        return float("nan")
+    catalogue = strategy.context.catalogue
+    total = 0.0
+    for start in range(0, len(users), 1024):
+        batch = users[start : start + 1024]
+        histories = [train.get(u, []) for u in batch]
+        result = strategy.score(histories, batch)
+        seen = [catalogue.rows(sorted({e[0] for e in h})) for h in histories]
+        seen = [s[s >= 0] for s in seen]
+        for user, top in zip(batch, top_k_rows(result.scores, seen, k), strict=True):
+            hits = set(catalogue.ids[top].tolist()) & test[user]
+            total += len(hits) / len(test[user])
+    return total / len(users)
+
+
+def choose_params(
+    make: Callable[[dict], Strategy], grid: Sequence[dict], train: Mapping[str, History], log=None
+) -> tuple[dict, list[dict]]:
+    """The grid point with the best recall@10 on the latest 10% of each user's training events.
+
+    The two-tower stops early the same way: the test events of an evaluation are never looked at.
+    """
+    from recsys.evaluate import temporal_split
+
+    split = temporal_split(train, fraction=0.1, min_events=3)
+    table = []
+    for params in grid:
+        recall = validation_recall(make(params).fit(split.train), split.train, split.test)
+        table.append({**params, "val_recall@10": round(recall, 5)})
+        if log:
+            log(f"  {params}: validation recall@10 {recall:.4f}")
+    best = max(table, key=lambda row: row["val_recall@10"])
+    return {k: v for k, v in best.items() if k != "val_recall@10"}, table

@@ -1,0 +1,67 @@
+"""Most popular: items by total event weight, newest first among equals. The cold-start list too."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from recsys.strategies.base import Dense, History, Strategy, interaction_matrix
+
+#: Seconds a served popularity count is reused: a GROUP BY over every event is too dear per request.
+TTL_SECONDS = 30.0
+#: Newness is worth less than the smallest difference in weight (weights are multiples of 0.5).
+_TIE_BREAK = 1e-3
+
+
+class Popular(Strategy):
+    name = "popular"
+    explains = False
+
+    _vector: np.ndarray | None = None
+    _fitted_at: float = 0.0
+    _serving: bool = False
+
+    def fit(self, train: Mapping[str, History]) -> Popular:
+        matrix, _ = interaction_matrix(train, self.context.catalogue, self.context.max_weight)
+        self._set(np.asarray(matrix.sum(axis=0)).ravel())
+        return self
+
+    def fit_serving(self) -> Popular:
+        """Counts over every stored event, straight from the database (refreshed every 30 s)."""
+        from sqlalchemy import case, func, select
+
+        from recsys import store
+        from recsys.interactions import EVENT_WEIGHTS
+
+        max_weight = self.context.max_weight
+        own = store.Interaction.weight
+        clipped = case((own > max_weight, max_weight), (own < 0, 0.0), else_=own)
+        by_type = case(*((store.Interaction.event == n, w) for n, w in EVENT_WEIGHTS.items()), else_=1.0)
+        query = select(store.Interaction.item_id, func.sum(func.coalesce(clipped, by_type))).group_by(
+            store.Interaction.item_id
+        )
+        with self.context.workspace.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        counts = np.zeros(len(self.context.catalogue))
+        if rows:
+            ids = np.array([r[0] for r in rows], dtype=np.int64)
+            positions = self.context.catalogue.rows(ids)
+            keep = positions >= 0
+            counts[positions[keep]] = np.array([float(r[1]) for r in rows])[keep]
+        self._set(counts)
+        self._serving = True
+        return self
+
+    def _set(self, counts: np.ndarray) -> None:
+        self.counts = counts.astype(np.float64)
+        self._vector = self.counts + _TIE_BREAK * self.context.catalogue.newness
+        self._fitted_at = time.monotonic()
+
+    def score(self, histories: Sequence[History], users: Sequence[str | None]) -> Dense:
+        if self._serving and time.monotonic() - self._fitted_at > TTL_SECONDS:
+            self.fit_serving()
+        if self._vector is None:
+            raise RuntimeError("Popular.score before fit")
+        return Dense(self._vector[None, :], np.ones(len(histories), dtype=bool))
