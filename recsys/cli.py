@@ -753,7 +753,7 @@ def evaluate_cmd(
         progress=not quiet and not as_json,
         log=None if as_json or quiet else functools.partial(click.echo, err=True),
     )
-    report.params["evaluation_id"] = ev.save_evaluation(ws, report)
+    report.evaluation_id = ev.save_evaluation(ws, report)
     if embeddings:
         vectors, labels = rec.labelled_vectors()
         report.embeddings = ev.knn_accuracy(vectors, labels) if len(labels) > 1 else None

@@ -243,6 +243,7 @@ class StrategyResult:
     coverage: dict[int, float] = field(default_factory=dict)
     seconds: float = 0.0
     params: dict = field(default_factory=dict)
+    evaluation_id: int | None = None  # its row in the database, once stored
     cold_users: int = 0  # users it could not score (served the popular list instead)
     ranks_new_items: bool = True  # False: it has nothing to rank new items by (cold-item split)
 
@@ -262,6 +263,7 @@ class EvaluationReport:
     embeddings: dict | None = None
     seconds: float = 0.0
     params: dict = field(default_factory=dict)
+    evaluation_id: int | None = None  # its row in the database, once stored
 
     def summary_rows(self) -> list[dict]:
         rows = []
@@ -282,6 +284,7 @@ class EvaluationReport:
         return {
             "split": self.split,
             "split_params": self.params,
+            "evaluation_id": self.evaluation_id,
             "strategy_params": {s.name: s.params for s in self.strategies},
             "notes": {
                 s.name: "has nothing to rank new items by (no interactions): their order is arbitrary"

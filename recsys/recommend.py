@@ -375,8 +375,8 @@ class Recommender:
         """``recommend`` for a given history of (item id, event, weight, ts), not the stored one."""
         if k < 1:
             raise RecsysError(f"k must be at least 1, got {k}")
-        if strategy not in STRATEGIES:
-            raise RecsysError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+        if strategy != "auto":
+            strategies.get(strategy)  # one line naming an unknown strategy
         lam = self.workspace.settings.mmr_lambda if mmr_lambda is None else mmr_lambda
         if not 0.0 <= lam <= 1.0:
             raise RecsysError(f"MMR lambda must be between 0 and 1, got {lam}")

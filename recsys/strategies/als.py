@@ -26,13 +26,15 @@ ITERATIONS = 15
 def _model(params: dict, seed: int = 0):
     from implicit.cpu.als import AlternatingLeastSquares
 
-    return AlternatingLeastSquares(
-        factors=int(params["factors"]),
-        regularization=float(params["regularization"]),
-        alpha=float(params["alpha"]),
-        iterations=ITERATIONS,
-        random_state=seed,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # implicit's advice about BLAS threads: heeded in fit
+        return AlternatingLeastSquares(
+            factors=int(params["factors"]),
+            regularization=float(params["regularization"]),
+            alpha=float(params["alpha"]),
+            iterations=ITERATIONS,
+            random_state=seed,
+        )
 
 
 class Als(Strategy):
