@@ -46,6 +46,17 @@ def build_workspace(home: Path, n_items: int, users: int) -> None:
     """Copy the base workspace's items and vectors, add variations up to ``n_items``, simulate."""
     from recsys.simulate import SimulationConfig, simulate
 
+    build_catalogue(home, n_items)
+    with Workspace(Settings(home=home)) as ws:
+        simulate(
+            ws,
+            SimulationConfig(users=users, events_per_user=20, seed=1, visual_temperature=0),
+            progress=False,
+        )
+
+
+def build_catalogue(home: Path, n_items: int) -> None:
+    """Copy the base workspace's items and vectors and add variations of them up to ``n_items``."""
     if not (BASE / "recsys.db").exists():
         sys.exit("error: run bench/recommend_latency.py once first (it builds the base workspace)")
     shutil.copytree(BASE, home)
@@ -87,11 +98,6 @@ def build_workspace(home: Path, n_items: int, users: int) -> None:
                 [new_ids[r["key"]] for r in rows],
                 np.array(vectors, dtype=np.float32),
             )
-        simulate(
-            ws,
-            SimulationConfig(users=users, events_per_user=20, seed=1, visual_temperature=0),
-            progress=False,
-        )
 
 
 def select_items():

@@ -496,6 +496,10 @@ def cluster_cmd(settings: Settings, k, show: bool, as_json: bool) -> None:
 @click.option("--batch-size", "train_batch", type=int, help="Two-tower: examples per batch [512].")
 @click.option("--user-ids", is_flag=True, help="Two-tower: also learn a user-id embedding.")
 @click.option(
+    "--history-ids/--no-history-ids", default=None, help="Two-tower: history item ids in the user tower."
+)
+@click.option("--id-dropout", type=float, help="Two-tower: chance an item id is hidden in training.")
+@click.option(
     "--continue",
     "warm",
     is_flag=True,
@@ -514,6 +518,8 @@ def train_cmd(
     val_fraction,
     train_batch,
     user_ids: bool,
+    history_ids: bool | None,
+    id_dropout: float | None,
     warm: bool,
     as_json: bool,
 ) -> None:
@@ -548,11 +554,13 @@ def train_cmd(
         "holdout": holdout,
         "cold_share": cold_share,
         "seed": seed,
+        "history_ids": history_ids,
+        "id_dropout": id_dropout,
     }
     config = dataclasses.replace(TwoTowerConfig(), **{k: v for k, v in given.items() if v is not None})
     if user_ids:
         config = dataclasses.replace(config, user_ids=True)
-    for name in ("val_fraction", "holdout", "cold_share"):
+    for name in ("val_fraction", "holdout", "cold_share", "id_dropout"):
         if not 0 <= getattr(config, name) < 1:
             raise RecsysError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(config, name)}")
     report = train(_open(settings), config, warm_start=warm, log=log)

@@ -43,6 +43,8 @@ class TwoTowerConfig:
         temperature: Softmax temperature of the retrieval task.
         item_ids: Learn an item-id embedding beside the image MLP.
         user_ids: Learn a user-id embedding beside the history MLP.
+        history_ids: Add the mean of learned id embeddings of the history's items to the user
+            tower (it then knows which items, not only what they look like).
         logq: Correct the in-batch softmax for how often each item appears as a negative
             (popular items would otherwise be pushed down just for being popular).
         history_length: Most recent distinct items a history keeps.
@@ -66,6 +68,7 @@ class TwoTowerConfig:
     temperature: float = 0.1
     item_ids: bool = True
     user_ids: bool = False
+    history_ids: bool = False
     logq: bool = True
     history_length: int = 50
     holdout: float = 0.0
@@ -120,6 +123,11 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
             self.user_id = (
                 keras.layers.Embedding(n_users + 1, config.dim, name="user_id") if config.user_ids else None
             )
+            self.history_id = (
+                keras.layers.Embedding(n_items + 1, config.dim, name="history_id")
+                if config.history_ids
+                else None
+            )
             self.task = tfrs.tasks.Retrieval(temperature=config.temperature, remove_accidental_hits=True)
 
         def item_tower(self, image_vectors, id_rows):
@@ -128,8 +136,12 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
                 x = x + self.item_id(id_rows)
             return tf.math.l2_normalize(x, axis=-1)
 
-        def user_tower(self, mean_history, user_rows):
+        def user_tower(self, mean_history, history_rows, user_rows):
             x = self.user_mlp(mean_history)
+            if self.history_id is not None:  # the mean id embedding of the history (row 0: padding)
+                mask = tf.cast(history_rows > 0, tf.float32)[..., None]
+                ids = tf.reduce_sum(self.history_id(history_rows) * mask, axis=1)
+                x = x + ids / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
             if self.user_id is not None:
                 x = x + self.user_id(user_rows)
             return tf.math.l2_normalize(x, axis=-1)
@@ -140,7 +152,8 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
             return tf.reduce_sum(vectors, axis=1) / tf.maximum(count, 1.0)
 
         def compute_loss(self, features, training=False):
-            users = self.user_tower(self.history_mean(features["history"]), features["user"])
+            history = features["history"]
+            users = self.user_tower(self.history_mean(history), history, features["user"])
             id_rows = features["item"]
             if training and config.id_dropout > 0:  # some items must be recognised by pixels alone
                 dropped = tf.random.uniform(tf.shape(id_rows)) < config.id_dropout
@@ -156,10 +169,13 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
             )
 
     model = TwoTower()
+    model.history_length = config.history_length
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     # build every layer once so weights exist (for saving, loading and warm starts)
     model.item_tower(tf.zeros((1, image_table.shape[1])), tf.zeros((1,), tf.int32))
-    model.user_tower(tf.zeros((1, image_table.shape[1])), tf.zeros((1,), tf.int32))
+    model.user_tower(
+        tf.zeros((1, image_table.shape[1])), tf.zeros((1, 1), tf.int32), tf.zeros((1,), tf.int32)
+    )
     return model
 
 
@@ -211,6 +227,15 @@ def make_examples(train: dict[str, list], vocab: Vocabulary, history_length: int
     }
 
 
+def recent_rows(histories: list[np.ndarray], length: int) -> np.ndarray:
+    """The last ``length`` distinct rows of each history (oldest first), zero-padded."""
+    out = np.zeros((len(histories), length), dtype=np.int32)
+    for n, rows in enumerate(histories):
+        distinct = list(dict.fromkeys(reversed([int(r) for r in rows if r > 0])))[:length][::-1]
+        out[n, : len(distinct)] = distinct
+    return out
+
+
 def recall_at_k(model, vocab: Vocabulary, train: dict, test: dict, k: int = 10) -> float:
     """Exact recall@k over the whole catalogue, training items excluded (as the evaluation does)."""
     import tensorflow as tf
@@ -223,13 +248,16 @@ def recall_at_k(model, vocab: Vocabulary, train: dict, test: dict, k: int = 10) 
     items = model.item_tower(tf.gather(table, all_rows), all_rows).numpy()
     hist = np.zeros((len(users), table.shape[1]), dtype=np.float32)
     raw = table.numpy()
-    for n, user in enumerate(users):
-        rows = vocab.item_rows([e[0] for e in train.get(user, [])])
-        rows = rows[rows > 0]
+    length = model.history_length
+    recent = recent_rows(
+        [vocab.item_rows([e[0] for e in sorted(train.get(u, []), key=lambda e: e[3])]) for u in users], length
+    )
+    for n in range(len(users)):  # the mean image of the same recent items the training examples use
+        rows = recent[n][recent[n] > 0]
         if len(rows):
-            hist[n] = raw[np.unique(rows)].mean(axis=0)
+            hist[n] = raw[rows].mean(axis=0)
     user_rows = np.array([vocab.user_row(u) for u in users], dtype=np.int32)
-    user_vecs = model.user_tower(hist, user_rows).numpy()
+    user_vecs = model.user_tower(hist, recent, user_rows).numpy()
     scores = user_vecs @ items.T
     total = 0.0
     for n, user in enumerate(users):
@@ -268,7 +296,8 @@ def train(
     if previous is not None:  # weights only carry over into the same architecture
         import dataclasses
 
-        shape = {k: previous.params[k] for k in ("dim", "hidden", "item_ids", "user_ids", "history_length")}
+        keys = ("dim", "hidden", "item_ids", "user_ids", "history_ids", "history_length")
+        shape = {k: previous.params.get(k, False) for k in keys}
         config = dataclasses.replace(config, **shape)
 
     base_model = workspace.settings.model
@@ -363,6 +392,7 @@ def _warm_start(model, vocab: Vocabulary, workspace, previous: store.ModelVersio
     model.user_mlp.set_weights(old.user_mlp.get_weights())
     for layer, old_layer, new_keys, old_keys in (
         (model.item_id, old.item_id, list(vocab.item_ids), list(old_vocab.item_ids)),
+        (model.history_id, old.history_id, list(vocab.item_ids), list(old_vocab.item_ids)),
         (model.user_id, old.user_id, vocab.users, old_vocab.users),
     ):
         if layer is None or old_layer is None:
@@ -448,11 +478,13 @@ class TowerServer:
         return np.vstack(out) if out else np.zeros((0, self.model.item_mlp.layers[-1].units), np.float32)
 
     def user_vectors(self, histories: list[np.ndarray], users: list[str | None]) -> np.ndarray:
-        """User-tower vectors of histories given as item-id arrays (items without a vector skipped;
-        every history must hold at least one embedded item)."""
+        """User-tower vectors of histories given as distinct item ids, oldest first (items without
+        a vector skipped; every history must hold at least one embedded item)."""
         means = np.zeros((len(histories), self.raw.shape[1]), np.float32)
-        for n, item_ids in enumerate(histories):
+        for n, item_ids in enumerate(histories):  # oldest first: the last ones, as in training
+            item_ids = np.asarray(item_ids, dtype=np.int64)[-self.model.history_length :]
             pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
             means[n] = self.raw[pos[self.ids[pos] == item_ids]].mean(axis=0)
+        recent = recent_rows([self.vocab.item_rows(ids) for ids in histories], self.model.history_length)
         rows = np.array([self.vocab.user_row(u) if u else 0 for u in users], dtype=np.int32)
-        return self.model.user_tower(means, rows).numpy()
+        return self.model.user_tower(means, recent, rows).numpy()

@@ -57,10 +57,11 @@ class TwoTower(Strategy):
         valid = np.zeros(len(histories), dtype=bool)
         known = []
         for row, history in enumerate(histories):
-            ids = np.array(sorted({e[0] for e in history}), dtype=np.int64)
+            ordered = sorted(history, key=lambda e: (e[3], e[0]))  # oldest first; the last views count
+            ids = np.array(list(dict.fromkeys(e[0] for e in ordered)), dtype=np.int64)
             rows = space.rows(ids)
             if len(rows):
-                known.append((row, space.ids[rows]))
+                known.append((row, ids[np.isin(ids, space.ids)]))
         if known:
             at = [row for row, _ in known]
             vectors[at] = self.server.user_vectors([ids for _, ids in known], [users[r] for r in at])
