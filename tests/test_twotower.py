@@ -57,7 +57,10 @@ def test_tower_shapes_and_saved_model_round_trip(trained_home):
     assert items.shape == (200, 32)
     np.testing.assert_allclose(np.linalg.norm(items, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(items, again.item_tower(raw, rows).numpy(), atol=1e-6)
-    user = model.user_tower(tf.constant(raw[:5].mean(axis=0, keepdims=True)), tf.constant([0])).numpy()
+    history = tf.constant(vocab.item_rows(ids[:5])[None, :])
+    user = model.user_tower(
+        tf.constant(raw[:5].mean(axis=0, keepdims=True)), history, tf.constant([0])
+    ).numpy()
     assert user.shape == (1, 32)
 
 
@@ -138,3 +141,29 @@ def test_cli_train_continue_recommend_and_evaluate_guard(trained_home, tmp_path)
         )
     )
     assert "no two-tower model version 9" in line
+
+
+def test_two_epochs_with_id_dropout_history_ids_and_cold_items(trained_home, tmp_path):
+    """The cold-item path: new items are left out of training (events and ids), the image path is
+    trained to stand alone (id dropout), and the model still ranks the new items it never saw."""
+    import dataclasses
+
+    from recsys import evaluate as ev
+
+    home = copy_home(trained_home, tmp_path / "home")
+    config = dataclasses.replace(SMALL, id_dropout=0.3, history_ids=True, cold_share=0.2, seed=0)
+    with Workspace(settings_for(home)) as ws:
+        report = train(ws, config, log=lambda m: None)
+        model, vocab, row = load(ws, report.version)
+        assert report.epochs_run == 2 and row.params["id_dropout"] == 0.3 and row.params["cold_share"] == 0.2
+        rec = Recommender(ws, use_index=False, log=None)
+        new = ev.new_items(rec.catalogue().ids, 0.2, 0)
+        assert len(new) == 40 and not np.isin(new, vocab.item_ids).any()  # no id row for a new item
+        split = ev.cold_item_split(ev.load_history(ws), rec.catalogue().ids, share=0.2, seed=0)
+        result = ev.evaluate(rec, split, ["two-tower", "random"], [10], bootstrap=50)
+    scores = {s.name: s.mean("recall@10") for s in result.strategies}
+    assert scores["two-tower"] > 0 and all(s.ranks_new_items for s in result.strategies)
+    guarded = run_cli(
+        "evaluate", "--split", "cold-items", "--cold-share", "0.3", "--strategy", "two-tower", home=home
+    )
+    assert "cold_share=0.2" in one_line_error(guarded)
