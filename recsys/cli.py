@@ -493,7 +493,7 @@ def cluster_cmd(settings: Settings, k, show: bool, as_json: bool) -> None:
     "--cold-share", type=float, help="Two-tower: leave this share of items out entirely (new items)."
 )
 @click.option("--seed", type=int, help="Seed (of the --cold-share items too) [0].")
-@click.option("--batch-size", "train_batch", type=int, help="Two-tower: examples per batch [512].")
+@click.option("--batch-size", "train_batch", type=int, help="Two-tower: examples per batch [256].")
 @click.option("--user-ids", is_flag=True, help="Two-tower: also learn a user-id embedding.")
 @click.option(
     "--history-ids/--no-history-ids", default=None, help="Two-tower: history item ids in the user tower."
