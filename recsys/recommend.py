@@ -169,8 +169,9 @@ class Recommender:
 
     def strategy(self, name: str = "auto", version: int | None = None) -> Strategy:
         """The strategy ready to serve (``auto``: the evaluated best), reused for 30 s."""
-        if name == "auto":
-            name = self.auto_choice()["strategy"]
+        if name == "auto":  # the evaluated strategy, and the very version evaluated where it has one
+            choice = self.auto_choice()
+            name, version = choice["strategy"], choice.get("version")
         cls = strategies.get(name)
         key = (name, version)
         cached = self._serving.get(key)
@@ -208,6 +209,7 @@ class Recommender:
                 best = max(rows, key=lambda r: r["recall@10"])
                 choice = {
                     "strategy": best["strategy"],
+                    "version": best.get("version"),
                     "recall@10": best["recall@10"],
                     "evaluation": evaluation.id,
                     "reason": f"best recall@10 in evaluation {evaluation.id}",

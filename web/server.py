@@ -57,7 +57,7 @@ def plan(workers: int | None, threads: int | None, debug: bool = False) -> Plan:
     return Plan("waitress", 1, threads, "--workers 1")
 
 
-def make_app(settings: Settings, demo: bool):
+def make_app(settings: Settings, demo: bool, models: bool = True):
     """The app, loaded and warmed: vectors, index, popularity and one query already done."""
     import faiss
 
@@ -69,7 +69,7 @@ def make_app(settings: Settings, demo: bool):
     # while a quick event write waits for it; hand it over every 0.5 ms instead.
     sys.setswitchinterval(SWITCH_INTERVAL)
     app = create_app({"RECSYS_SETTINGS": settings, "RECSYS_DEMO": demo})
-    app.extensions["recsys"].warm_up()
+    app.extensions["recsys"].warm_up(models=models)
     return app
 
 
@@ -81,7 +81,8 @@ def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = Fal
     for name in ("recsys", "waitress", "web", "gunicorn.error"):  # access lines, start, errors
         logging.getLogger(name).setLevel(logging.INFO)
     started = time.perf_counter()
-    app = make_app(settings, demo)
+    # gunicorn forks workers from this process: trained models are loaded in each worker instead
+    app = make_app(settings, demo, models=chosen.server != "gunicorn")
     services = app.extensions["recsys"]
     space = services.recommender.space()
     index = space.index.meta.factory if space.index is not None else "exact (in memory)"

@@ -38,15 +38,22 @@ class Services:
                 self.recommender.space()
         return self.recommender
 
-    def warm_up(self) -> None:
+    def warm_up(self, *, models: bool = True) -> None:
         """Do once, before the first visitor, what the first request would otherwise pay for:
-        vectors and index, the catalogue and popularity caches, and one search end to end."""
+        vectors and index, the catalogue, item ids and popularity, and one search end to end.
+
+        ``models=False`` leaves trained models (TensorFlow) alone: a parent process that forks
+        workers must not start TensorFlow's threads, which do not survive a fork.
+        """
         r = self.rec()
         r.catalogue()
         r.remember_item_keys()
         popular = r.popular(1)
         if popular:
-            r.recommend_for_history([(popular[0].item_id, "view", None, store.utcnow())], 10)
+            history = [(popular[0].item_id, "view", None, store.utcnow())]
+            r.recommend_for_history(history, 10, strategy="average")
+            if models:
+                r.recommend_for_history(history, 10, strategy="auto")
 
 
 def services() -> Services:
