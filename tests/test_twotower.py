@@ -167,3 +167,21 @@ def test_two_epochs_with_id_dropout_history_ids_and_cold_items(trained_home, tmp
         "evaluate", "--split", "cold-items", "--cold-share", "0.3", "--strategy", "two-tower", home=home
     )
     assert "cold_share=0.2" in one_line_error(guarded)
+
+
+def test_the_forking_server_serves_the_two_tower(trained_home, tmp_path):
+    """`recsys serve` forks gunicorn workers: TensorFlow must start in each worker, never in the
+    parent (its threads do not survive a fork, and the worker then hangs on its first request)."""
+    import urllib.request
+
+    from tests.conftest import bearer, make_token, running_server
+
+    home = copy_home(trained_home, tmp_path / "home")
+    token = make_token(home, "read")
+    with running_server(home, "--workers", "2") as url:
+        request = urllib.request.Request(
+            f"{url}/api/users/sim-3-00007/recommendations?k=5&strategy=two-tower", headers=bearer(token)
+        )
+        with urllib.request.urlopen(request, timeout=90) as response:
+            body = json.loads(response.read())
+    assert body["strategy"] == "two-tower" and len(body["items"]) == 5
