@@ -618,6 +618,12 @@ def _train_peer(ws, name: str, holdout: float, seed: int, log) -> dict:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed: same logs).")
 @click.option("--zipf", type=float, help="Popularity skew inside a label (Zipf exponent) [0.8].")
 @click.option("--visual-temperature", type=float, help="Sharpness of visual tastes; 0: none [0.05].")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Visitors browse served lists (auto, experiments, impressions) and click what they like.",
+)
+@click.option("--sessions", type=int, default=5, show_default=True, help="--online: lists each visitor sees.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @_settings_options
@@ -628,14 +634,37 @@ def simulate_cmd(
     seed: int,
     zipf: float | None,
     visual_temperature: float | None,
+    online: bool,
+    sessions: int,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Write SYNTHETIC interaction logs for a labelled catalogue (for demos and tests)."""
-    from recsys.simulate import SimulationConfig, simulate
+    """Write SYNTHETIC interaction logs for a labelled catalogue (for demos and tests).
+
+    --online instead sends simulated visitors through the served lists, as the page would.
+    """
+    from recsys.simulate import OnlineConfig, SimulationConfig, simulate, simulate_online
 
     if users < 1 or events_per_user < 1:
         raise RecsysError("--users and --events-per-user must be at least 1")
+    if online:
+        from recsys.recommend import Recommender
+
+        result = simulate_online(
+            Recommender(_open(settings), log=None),
+            OnlineConfig(users=users, seed=seed, sessions=sessions),
+            progress=not quiet and not as_json,
+        )
+        if as_json:
+            _emit_json(result)
+        else:
+            arms = ", ".join(f"{arm} {n}" for arm, n in result["users_per_arm"].items())
+            click.echo(
+                f"{result['users']} simulated visitors saw {result['lists']} lists "
+                f"({result['impressions']} impressions) and clicked {result['clicks']} times"
+                + (f"; experiment {result['experiment']}: {arms}" if result["experiment"] else "")
+            )
+        return
     result = simulate(
         _open(settings),
         SimulationConfig(
@@ -657,6 +686,105 @@ def simulate_cmd(
             f"simulated {result['users']} users, {result['events']} events "
             f"({result['stored']} stored, {result['duplicates']} already there); these logs are synthetic"
         )
+
+
+@cli.group()
+def experiment() -> None:
+    """A/B experiments: split `auto` traffic between strategies and compare click-through rates."""
+
+
+@experiment.command("start")
+@click.argument("name")
+@click.option(
+    "--strategies", "arms", required=True, help="Comma-separated arms, control first: popular,average."
+)
+@click.option("--split", help="Percent per arm, e.g. 50,50 [even].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def experiment_start(settings: Settings, name: str, arms: str, split, as_json: bool) -> None:
+    """Start NAME: from now on `auto` serves each user their arm (assigned by a hash, never switched)."""
+    from recsys import experiments
+
+    names = [a.strip() for a in arms.split(",") if a.strip()]
+    started = experiments.start(_open(settings), name, names, experiments.parse_split(split, len(names)))
+    if as_json:
+        _emit_json(started.as_dict())
+    else:
+        shares = ", ".join(f"{a} {s:g}%" for a, s in zip(started.strategies, started.split, strict=True))
+        click.echo(f"experiment {started.name} started: {shares}")
+
+
+@experiment.command("stop")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def experiment_stop(settings: Settings, name: str, as_json: bool) -> None:
+    """Stop NAME: `auto` serves the evaluated best again; impressions and clicks are kept."""
+    from recsys import experiments
+
+    stopped = experiments.stop(_open(settings), name)
+    if as_json:
+        _emit_json(stopped.as_dict())
+    else:
+        click.echo(f"experiment {stopped.name} stopped at {stopped.stopped_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@experiment.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def experiment_list(settings: Settings, as_json: bool) -> None:
+    """Every experiment, newest first."""
+    from recsys import experiments
+
+    found = [e.as_dict() for e in experiments.all_experiments(_open(settings))]
+    if as_json:
+        _emit_json(found)
+        return
+    rows = [
+        {**e, "strategies": ",".join(e["strategies"]), "state": "running" if e["running"] else "stopped"}
+        for e in found
+    ]
+    click.echo(
+        _table(rows, ["name", "strategies", "state", "started_at", "stopped_at"])
+        if rows
+        else "no experiments yet"
+    )
+
+
+@experiment.command("report")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def experiment_report(settings: Settings, name: str, as_json: bool) -> None:
+    """Per arm: users, impressions, clicks, CTR (95% interval); each arm against the first."""
+    from recsys import experiments
+
+    result = experiments.report(_open(settings), name)
+    if as_json:
+        _emit_json(result)
+        return
+    click.echo(experiments.format_report(result))
+
+
+@cli.group()
+def impressions() -> None:
+    """The log of what was shown."""
+
+
+@impressions.command("prune")
+@click.option("--older-than", "days", type=float, help="Days kept [RECSYS_IMPRESSION_RETENTION_DAYS, 90].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_settings_options
+def impressions_prune(settings: Settings, days: float | None, as_json: bool) -> None:
+    """Delete impressions older than the retention setting (clicks stay in the events)."""
+    from recsys.impressions import prune
+
+    days = settings.impression_retention_days if days is None else days
+    deleted = prune(_open(settings), days)
+    if as_json:
+        _emit_json({"deleted": deleted, "older_than_days": days})
+    else:
+        click.echo(f"deleted {deleted} impressions older than {days:g} days")
 
 
 @cli.command("evaluate")

@@ -18,6 +18,7 @@ from sqlalchemy import select, tuple_
 
 from recsys import store
 from recsys.errors import Conflict, NotFound, RecsysError
+from recsys.impressions import check_request_id
 
 #: Default weight of each event type in a profile (an explicit weight on the event wins).
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 1.5, "like": 3.0, "purchase": 5.0}
@@ -35,6 +36,8 @@ class Event:
         weight: Overrides the event type's default weight in profiles (0 to ``max_weight``).
         event_key: Idempotency key, unique per user: an event whose key the user already has is
             not stored again.
+        request_id: The served list the event came from (a click on a recommendation), so it is
+            attributed to that impression.
     """
 
     user: str
@@ -43,6 +46,7 @@ class Event:
     ts: datetime | None = None
     weight: float | None = None
     event_key: str | None = None
+    request_id: str | None = None
 
 
 #: Unicode categories never allowed in a user key: control, format (bidi overrides, zero-width
@@ -148,8 +152,9 @@ def validate(event: Event, max_weight: float = 100.0) -> Event:
         raise RecsysError("event_key must be 1 to 128 characters")
     if key is not None:
         store.check_text(str(key), "event_key")
+    request_id = None if event.request_id is None else check_request_id(event.request_id)
     ts = None if event.ts is None or (isinstance(event.ts, str) and not event.ts.strip()) else event.ts
-    return Event(user, item, kind, None if ts is None else parse_time(ts), weight, key)
+    return Event(user, item, kind, None if ts is None else parse_time(ts), weight, key, request_id)
 
 
 class KnownIds:
@@ -238,6 +243,7 @@ def _write(
                 "weight": e.weight,
                 "ts": e.ts or now,
                 "event_key": e.event_key,
+                "request_id": e.request_id,
             }
             # one order for every writer, so concurrent PostgreSQL inserts of the same keys cannot deadlock
             for e in sorted(events, key=lambda e: e.event_key or "")

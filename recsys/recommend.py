@@ -17,8 +17,9 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy import select
 
-from recsys import registry, store, strategies
+from recsys import experiments, registry, store, strategies
 from recsys.errors import NotAnImage, NotFound, RecsysError, TooLarge
+from recsys.impressions import ImpressionLog, Shown, new_request_id
 from recsys.index import ItemIndex
 from recsys.interactions import Event, KnownIds, RecordReport, record, user_key
 from recsys.space import VectorSpace, center_and_normalise, explain, label_filter, mmr, retrieve
@@ -28,6 +29,8 @@ from recsys.strategies import Catalogue, Context, Queries, Strategy
 STRATEGIES = ("auto", *strategies.REGISTRY)
 #: Seconds a served strategy (and the auto choice) is reused before the registry is asked again.
 SERVING_TTL = 30.0
+#: Seconds the running experiment is reused before the database is asked again.
+EXPERIMENT_TTL = 5.0
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,17 @@ class RecommendationList:
     history_size: int = 0
     notes: list[str] = field(default_factory=list)
     requested: str = ""  # what was asked for ("auto" names the strategy it chose)
+    request_id: str = ""  # sent back with a click, it ties the click to this list
+    experiment: str | None = None  # the running experiment whose arm ranked the list
+    arm: str | None = None
 
     def as_dict(self) -> dict:
         return {
             "user": self.user,
+            "request_id": self.request_id,
             "strategy": self.strategy,
             "requested": self.requested or self.strategy,
+            "experiment": self.experiment,
             "cold_start": self.cold_start,
             "history_size": self.history_size,
             "notes": self.notes,
@@ -95,12 +103,24 @@ class Recommender:
         use_index: Search through the persisted faiss index (kept in step with the database);
             False searches exactly in memory without touching index files.
         log: Where notices (index rebuilt, cold start) are written; None keeps them quiet.
+        impressions: Where served lists are logged; default: written at once when the
+            ``log_impressions`` setting is on (the web server passes a batching one).
     """
 
     def __init__(
-        self, workspace, model: str | None = None, *, use_index: bool = True, log=sys.stderr
+        self,
+        workspace,
+        model: str | None = None,
+        *,
+        use_index: bool = True,
+        log=sys.stderr,
+        impressions: ImpressionLog | None = None,
     ) -> None:
         self.workspace = workspace
+        if impressions is None and workspace.settings.log_impressions:
+            impressions = ImpressionLog(workspace)
+        self.impressions = impressions if workspace.settings.log_impressions else None
+        self._experiment: tuple[float, experiments.Experiment | None] | None = None
         self.model = model or workspace.settings.model
         self.use_index = use_index
         self.log = log
@@ -226,6 +246,12 @@ class Recommender:
             return False
         return not cls.needs_model or registry.latest(self.workspace, cls.name) is not None
 
+    def experiment(self) -> experiments.Experiment | None:
+        """The running experiment, if any (asked again after 5 s: a stop takes effect that fast)."""
+        if self._experiment is None or time.monotonic() - self._experiment[0] > EXPERIMENT_TTL:
+            self._experiment = (time.monotonic(), experiments.running(self.workspace))
+        return self._experiment[1]
+
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         space = self.space()
         return space.ids, space.matrix
@@ -290,9 +316,13 @@ class Recommender:
         at: str | datetime | None = None,
         weight: float | None = None,
         event_key: str | None = None,
+        request_id: str | None = None,
     ) -> RecordReport:
-        """Store one event (the user is created on first sight); unknown items raise NotFound."""
-        return record(self.workspace, [Event(user, item, event, at, weight, event_key)], known=self._known)
+        """Store one event (the user is created on first sight); unknown items raise NotFound.
+
+        ``request_id``: the served list the event came from (attributes a click to it)."""
+        event_ = Event(user, item, event, at, weight, event_key, request_id)
+        return record(self.workspace, [event_], known=self._known)
 
     def remember_item_keys(self) -> None:
         """Look up every item's id once, so recording an event needs no lookup (serving)."""
@@ -355,6 +385,7 @@ class Recommender:
             half_life_days=half_life_days,
             user=user,
             model_version=model_version,
+            log_impressions=True,
         )
         result.user = user
         return result
@@ -373,8 +404,13 @@ class Recommender:
         describe: bool = True,
         user: str | None = None,
         model_version: int | None = None,
+        log_impressions: bool = False,
     ) -> RecommendationList:
-        """``recommend`` for a given history of (item id, event, weight, ts), not the stored one."""
+        """``recommend`` for a given history of (item id, event, weight, ts), not the stored one.
+
+        ``auto`` serves the user's arm while an experiment runs. ``log_impressions``: log the list
+        as shown (serving; ``recommend`` does), under its ``request_id``.
+        """
         if k < 1:
             raise RecsysError(f"k must be at least 1, got {k}")
         if strategy != "auto":
@@ -382,14 +418,25 @@ class Recommender:
         lam = self.workspace.settings.mmr_lambda if mmr_lambda is None else mmr_lambda
         if not 0.0 <= lam <= 1.0:
             raise RecsysError(f"MMR lambda must be between 0 and 1, got {lam}")
-        served = self.strategy(strategy, model_version)
+        experiment = self.experiment() if strategy == "auto" and user is not None else None
+        arm = experiment.arm(user) if experiment is not None else None
+        served = self.strategy(arm or strategy, model_version if arm is None else None)
         if half_life_days is not None and served.name == "average":  # a profile with its own half-life
             served = strategies.get("average")(self.context(), {"half_life_days": half_life_days})
         allowed = label_filter(labels, exclude_labels)
         result = RecommendationList(
-            user="", strategy=served.name, items=[], history_size=len(events), requested=strategy
+            user="",
+            strategy=served.name,
+            items=[],
+            history_size=len(events),
+            requested=strategy,
+            request_id=new_request_id(),
+            experiment=experiment.name if experiment is not None else None,
+            arm=arm,
         )
-        if strategy == "auto":
+        if arm is not None:
+            result.notes.append(f"auto serves {arm}: this user's arm of experiment {experiment.name}")
+        elif strategy == "auto":
             choice = self.auto_choice()
             result.notes.append(
                 f"auto serves {choice['strategy']}: {choice['reason']}"
@@ -405,6 +452,18 @@ class Recommender:
                 result.notes.insert(0, note)
             hits, because = self.rank(self.strategy("popular"), [events], [user], k, allowed=allowed)[0]
         result.items = (self._describe if describe else _bare)(hits or [], because=because)
+        if log_impressions and self.impressions is not None and result.items:
+            self.impressions.log(
+                Shown(
+                    result.request_id,
+                    user,
+                    [r.item_id for r in result.items],
+                    "popular" if result.cold_start else result.strategy,
+                    result.experiment,
+                    arm,
+                    store.utcnow(),
+                )
+            )
         return result
 
     def rank(

@@ -47,6 +47,9 @@ class Settings:
         trusted_proxies: Reverse proxies in front of the server whose X-Forwarded-* headers are
             believed (0: none; the client address is the socket's).
         ease_memory_gb: Memory EASE may use for its items x items matrices; above, it refuses.
+        log_impressions: Log every served list and its items (``impressions``), for click-through
+            rates and experiments.
+        impression_retention_days: `recsys impressions prune` deletes impressions older than this.
         allowed_hosts: Comma-separated Host names the web server answers (empty: any; demo mode
             always answers loopback names only).
     """
@@ -77,6 +80,8 @@ class Settings:
     trusted_proxies: int = 0
     allowed_hosts: str = ""
     ease_memory_gb: float = 8.0
+    log_impressions: bool = True
+    impression_retention_days: float = 90.0
 
     def __post_init__(self) -> None:
         # Resolved once, here: no code path may depend on the working folder later (Flask's

@@ -134,3 +134,116 @@ def simulate(workspace, config: SimulationConfig, *, progress: bool = True) -> d
         "duplicates": duplicates,
         "visual_tastes": vectors is not None,
     }
+
+
+# -- online: simulated visitors browse the served lists ---------------------------------------
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """Knobs of the simulated visitors.
+
+    Attributes:
+        users: How many visitors (``online-<seed>-<n>``; a new run is new traffic).
+        seed: Everything random derives from it.
+        sessions: Lists each visitor is shown (each after the clicks on the previous one).
+        k: Items per list.
+        concentration: Dirichlet alpha of tastes over labels; small = focused visitors.
+        click_rate: Chance of clicking a perfect fit in the first position.
+        sharpness: How much the look matters: the chance scales with closeness ** sharpness,
+            closeness being the item's rank (0..1) by similarity to the visitor's favourite
+            photo of its label.
+    """
+
+    users: int = 200
+    seed: int = 0
+    sessions: int = 5
+    k: int = 10
+    concentration: float = 0.3
+    click_rate: float = 0.6
+    sharpness: float = 2.0
+
+
+class _Visitor:
+    """One simulated visitor's taste: how much they like each label, and the look they favour."""
+
+    def __init__(self, rng, labels: list[str], rows_of: dict[str, np.ndarray], vectors, alpha: float):
+        self.taste = dict(zip(labels, rng.dirichlet([alpha] * len(labels)), strict=True))
+        self.anchors = {label: int(rng.choice(rows_of[label])) for label in labels}
+        self._closeness: dict[str, dict[int, float]] = {}
+        self._rows_of, self._vectors = rows_of, vectors
+
+    def favourite(self) -> int:
+        """The row of the photo they arrive at: their favourite of the label they like most."""
+        return self.anchors[max(self.taste, key=self.taste.get)]
+
+    def fit(self, row: int, label: str | None, sharpness: float) -> float:
+        """0..1: how well an item fits (label share relative to their top label, times the look)."""
+        if label not in self.taste:
+            return 0.0
+        share = self.taste[label] / max(self.taste.values())
+        if self._vectors is None:
+            return share
+        if label not in self._closeness:  # rank of each photo of the label by likeness to the anchor
+            rows = self._rows_of[label]
+            sims = self._vectors[rows] @ self._vectors[self.anchors[label]]
+            ranks = np.argsort(np.argsort(sims)) / max(len(rows) - 1, 1)
+            self._closeness[label] = dict(zip(rows.tolist(), ranks.tolist(), strict=True))
+        return share * self._closeness[label].get(row, 0.0) ** sharpness
+
+
+def simulate_online(recommender, config: OnlineConfig, *, progress: bool = True) -> dict:
+    """Visitors arrive at a photo they like, then are shown ``sessions`` lists through
+    ``Recommender.recommend`` (the page's and the API's path: ``auto``, experiments, impressions)
+    and click what fits their taste, each click carrying the list's ``request_id``."""
+    from tqdm import tqdm
+
+    workspace = recommender.workspace
+    if config.users < 1 or config.sessions < 1 or config.k < 1:
+        raise RecsysError("--users, --sessions and k must be at least 1")
+    with workspace.session() as session:
+        items = session.execute(
+            select(store.Item.id, store.Item.key, store.Item.label).order_by(store.Item.id)
+        ).all()
+        ids, matrix = store.load_embeddings(session, workspace.settings.model)
+    if not items:
+        raise RecsysError("the catalogue is empty: run `recsys ingest` first")
+    labels = sorted({label for _, _, label in items if label is not None})
+    if not labels:
+        raise RecsysError("simulate needs a labelled catalogue (folder sub-folders or a label column)")
+    row_of = {item_id: n for n, (item_id, _, _) in enumerate(items)}
+    rows_of = {lab: np.array([n for n, (_, _, la) in enumerate(items) if la == lab]) for lab in labels}
+    vectors = None
+    if len(ids) == len(items):
+        from recsys.space import center_and_normalise
+
+        vectors = center_and_normalise(matrix, matrix.mean(axis=0))
+    rng = np.random.default_rng(config.seed)
+    lists = shown = clicks = 0
+    arms: dict[str, int] = {}
+    for u in tqdm(range(config.users), desc="online", unit="user", disable=not progress):
+        user = f"online-{config.seed}-{u:05d}"
+        visitor = _Visitor(rng, labels, rows_of, vectors, config.concentration)
+        recommender.record(user, items[visitor.favourite()][1], "view")
+        for session_n in range(config.sessions):
+            result = recommender.recommend(user, config.k)
+            lists += 1
+            shown += len(result.items)
+            if result.arm is not None and session_n == 0:
+                arms[result.arm] = arms.get(result.arm, 0) + 1
+            for position, item in enumerate(result.items):
+                chance = config.click_rate * visitor.fit(row_of[item.item_id], item.label, config.sharpness)
+                if rng.random() < chance / np.log2(position + 2):  # lower in the list, seen less
+                    recommender.record(user, item.key, "click", request_id=result.request_id)
+                    clicks += 1
+    experiment = recommender.experiment()
+    return {
+        "users": config.users,
+        "lists": lists,
+        "impressions": shown,
+        "clicks": clicks,
+        "ctr": clicks / shown if shown else None,
+        "experiment": experiment.name if experiment is not None else None,
+        "users_per_arm": arms,
+        "visual_tastes": vectors is not None,
+    }

@@ -101,6 +101,7 @@ class Interaction(Base):
     weight: Mapped[float | None] = mapped_column(Float)
     ts: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     event_key: Mapped[str | None] = mapped_column(String(128))  # idempotency key, unique per user
+    request_id: Mapped[str | None] = mapped_column(String(32), index=True)  # the list it came from
 
 
 class ModelVersion(Base):
@@ -140,6 +141,37 @@ class Evaluation(Base):
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     strategies: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Impression(Base):
+    """One item shown in one served list: who saw it, where, ranked by which strategy (and arm)."""
+
+    __tablename__ = "impressions"
+    __table_args__ = (
+        Index("ix_impressions_request_item", "request_id", "item_id"),
+        Index("ix_impressions_experiment_arm", "experiment", "arm"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    user_key: Mapped[str | None] = mapped_column(String(255))  # None: a visitor not stored yet
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"), nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)  # 1 = first
+    strategy: Mapped[str] = mapped_column(String(32), nullable=False)
+    experiment: Mapped[str | None] = mapped_column(String(64))
+    arm: Mapped[str | None] = mapped_column(String(32))
+    shown_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class Experiment(Base):
+    """An A/B split of ``auto`` traffic between strategies; ``split`` holds each arm's percent."""
+
+    __tablename__ = "experiments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    strategies: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    split: Mapped[list[float]] = mapped_column(JSON, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 # --- engine and migrations -------------------------------------------------------------------

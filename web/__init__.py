@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask
 
 from recsys import atomic
+from recsys.impressions import ImpressionLog
 from recsys.recommend import Recommender
 from recsys.settings import Settings
 from recsys.workspace import Workspace
@@ -69,7 +70,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.config.update(config)
     workspace = Workspace(settings)
-    app.extensions["recsys"] = Services(settings, workspace, Recommender(workspace, log=None), demo)
+    impressions = ImpressionLog(workspace, background=True)  # serving never waits for the log
+    recommender = Recommender(workspace, log=None, impressions=impressions)
+    app.extensions["recsys"] = Services(settings, workspace, recommender, demo)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     access.init_app(app)  # first: its clock starts before any guard can refuse the request

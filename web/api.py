@@ -19,7 +19,15 @@ from web.uploads import similar_to_upload
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.before_request(authenticate)
 
-EVENT_FIELDS = {"user": str, "item": str, "event": str, "weight": (int, float), "at": (str, int, float)}
+EVENT_FIELDS = {
+    "user": str,
+    "item": str,
+    "event": str,
+    "weight": (int, float),
+    "at": (str, int, float),
+    "event_key": str,
+    "request_id": str,
+}
 
 
 @bp.get("/health")
@@ -60,11 +68,14 @@ def events():
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
             abort(400, description=f"field {name!r} has the wrong type")
-    key = body.get("event_key")
-    if key is not None and not isinstance(key, str):
-        abort(400, description="event_key must be a string")
     report = rec().record(
-        body["user"], body["item"], body.get("event", "view"), body.get("at"), body.get("weight"), key
+        body["user"],
+        body["item"],
+        body.get("event", "view"),
+        body.get("at"),
+        body.get("weight"),
+        body.get("event_key"),
+        body.get("request_id"),
     )
     status = 201 if report.stored else 200
     return jsonify(stored=report.stored, duplicate=bool(report.duplicates)), status

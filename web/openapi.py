@@ -84,6 +84,11 @@ def document() -> dict:
                     "required": ["user", "strategy", "cold_start", "history_size", "notes", "items"],
                     "properties": {
                         "user": {"type": "string"},
+                        "request_id": {
+                            "type": "string",
+                            "description": "send it back with a click on one of its items (POST /api/events)",
+                        },
+                        "experiment": {**NULLABLE_TEXT, "description": "the experiment whose arm ranked it"},
                         "strategy": {
                             "type": "string",
                             "enum": list(REGISTRY),
@@ -130,6 +135,11 @@ def document() -> dict:
                             "minLength": 1,
                             "maxLength": 128,
                             "description": "idempotency key, unique per user",
+                        },
+                        "request_id": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z0-9_-]{8,32}$",
+                            "description": "the request_id of the list the event came from (a click)",
                         },
                     },
                 },

@@ -33,7 +33,9 @@ def _history_page(user: str | None, *, own: bool):
     strategy = params.strategy(available=r.strategies())
     k = params.k(12)
     result = (
-        r.recommend(user, k, strategy=strategy) if user else r.recommend_for_history([], k, strategy=strategy)
+        r.recommend(user, k, strategy=strategy)
+        if user
+        else r.recommend_for_history([], k, strategy=strategy, log_impressions=True)
     )
     history = r.history(user, limit=30) if user else []
     return render_template(
@@ -81,7 +83,8 @@ def view():
     if event not in PAGE_EVENTS:
         abort(400, description=f"event must be one of {', '.join(PAGE_EVENTS)}")
     strategy = params.strategy(request.form.get("strategy", "auto"), available=rec().strategies())
-    rec().record(visitor_or_new(), item, event)
+    request_id = request.form.get("request_id") or None  # the list the click came from
+    rec().record(visitor_or_new(), item, event, request_id=request_id)
     return redirect(url_for("pages.you", strategy=strategy))
 
 

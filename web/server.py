@@ -122,6 +122,12 @@ def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
         # Its own connection and a query of its own, before the worker takes its first request.
         app.extensions["recsys"].warm_up()
 
+    def worker_exit(server, worker) -> None:
+        # impressions still queued in this worker are committed before it goes
+        log = app.extensions["recsys"].recommender.impressions
+        if log is not None:
+            log.flush()
+
     class Gunicorn(BaseApplication):
         def load_config(self) -> None:
             options = {
@@ -132,6 +138,7 @@ def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
                 "accesslog": None,
                 "post_fork": post_fork,
                 "post_worker_init": post_worker_init,
+                "worker_exit": worker_exit,
                 "keepalive": 5,
             }
             for key, value in options.items():
