@@ -473,25 +473,9 @@ def latest_evaluations(workspace, split: str | None = None) -> list:
 
 def plot_recall(report: EvaluationReport, path) -> None:
     """recall@K per strategy with its 95% bootstrap band."""
-    import matplotlib
+    from pathlib import Path
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from recsys import plots
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for s in report.strategies:
-        means = [s.mean(f"recall@{k}") for k in report.ks]
-        low = [report.intervals[s.name][f"recall@{k}"][0] for k in report.ks]
-        high = [report.intervals[s.name][f"recall@{k}"][1] for k in report.ks]
-        ax.plot(report.ks, means, marker="o", label=s.name)
-        ax.fill_between(report.ks, low, high, alpha=0.2)
-    ax.set_xlabel("K")
-    ax.set_ylabel("recall@K")
-    ax.set_xscale("log")
-    ax.set_xticks(report.ks, [str(k) for k in report.ks])
-    ax.set_title(f"recall@K, {report.split} split, {len(report.users)} users (95% bootstrap bands)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    title = f"recall@K, {report.split} split, {len(report.users)} users (95% bootstrap bands)"
+    Path(path).write_bytes(plots.recall_at_k(report.summary_rows(), title))

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from recsys import store, strategies
 from recsys.errors import NotFound, RecsysError
@@ -155,27 +155,23 @@ def all_experiments(workspace) -> list[Experiment]:
 def arm_counts(workspace, name: str) -> dict[str, dict[str, int]]:
     """{arm: {"users", "impressions", "clicks"}} from the impressions the experiment logged."""
     imp, inter, users = store.Impression, store.Interaction, store.User
-    clicked = exists().where(
-        and_(
-            inter.request_id == imp.request_id,
-            inter.item_id == imp.item_id,
-            users.id == inter.user_id,
-            or_(imp.user_key.is_(None), users.key == imp.user_key),
-        )
-    )
-    query = (
-        select(
-            imp.arm,
-            func.count(func.distinct(imp.user_key)),
-            func.count(),
-            func.sum(case((clicked, 1), else_=0)),
-        )
+    shown = (
+        select(imp.arm, func.count(func.distinct(imp.user_key)), func.count())
         .where(imp.experiment == name)
         .group_by(imp.arm)
     )
+    clicked = (  # impressions whose list and item the same user then acted on (indexed join)
+        select(imp.arm, func.count(func.distinct(imp.id)))
+        .join(inter, and_(inter.request_id == imp.request_id, inter.item_id == imp.item_id))
+        .join(users, users.id == inter.user_id)
+        .where(imp.experiment == name, or_(imp.user_key.is_(None), users.key == imp.user_key))
+        .group_by(imp.arm)
+    )
     with workspace.engine.connect() as conn:
-        rows = conn.execute(query).all()
-    return {arm: {"users": u, "impressions": n, "clicks": int(c or 0)} for arm, u, n, c in rows}
+        counts = {arm: {"users": u, "impressions": n, "clicks": 0} for arm, u, n in conn.execute(shown)}
+        for arm, clicks in conn.execute(clicked):
+            counts[arm]["clicks"] = clicks
+    return counts
 
 
 def ctr_interval(clicks: int, impressions: int) -> tuple[float, float]:

@@ -43,6 +43,7 @@ class Settings:
         limit_page_writes: Rate limit on clicks recorded from the page, per client address.
         limit_uploads: Rate limit on visual searches, per token or client address.
         limit_new_visitors: Rate limit on new page visitors, per client address.
+        limit_admin_logins: Rate limit on admin sign-in attempts, per client address.
         limit_storage: Where rate-limit counters live: memory:// (per process) or e.g. redis://host.
         trusted_proxies: Reverse proxies in front of the server whose X-Forwarded-* headers are
             believed (0: none; the client address is the socket's).
@@ -76,6 +77,7 @@ class Settings:
     limit_page_writes: str = "60 per minute"
     limit_uploads: str = "30 per minute"
     limit_new_visitors: str = "20 per hour"
+    limit_admin_logins: str = "10 per minute"
     limit_storage: str = "memory://"
     trusted_proxies: int = 0
     allowed_hosts: str = ""

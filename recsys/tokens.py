@@ -103,6 +103,14 @@ def list_tokens(workspace, *, include_revoked: bool = False) -> list[Token]:
         return [_public(row) for row in session.scalars(query)]
 
 
+def live(workspace, name: str) -> Token | None:
+    """The live (not revoked) token called ``name``, if any: a signed-in admin page re-checks it."""
+    query = select(store.ApiToken).where(store.ApiToken.name == name, store.ApiToken.revoked_at.is_(None))
+    with workspace.session() as session:
+        row = session.scalar(query)
+        return _public(row) if row is not None else None
+
+
 def revoke(workspace, name: str) -> None:
     """Revoke the live token called ``name``; it stops working at the next request."""
 

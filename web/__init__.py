@@ -22,7 +22,7 @@ from recsys.impressions import ImpressionLog
 from recsys.recommend import Recommender
 from recsys.settings import Settings
 from recsys.workspace import Workspace
-from web import access, api, errors, guards, identity, pages
+from web import access, admin, api, errors, guards, identity, pages
 from web.services import Services
 from web.uploads import MAX_UPLOAD_BYTES
 
@@ -75,6 +75,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["recsys"] = Services(settings, workspace, recommender, demo)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
     access.init_app(app)  # first: its clock starts before any guard can refuse the request
     errors.init_app(app)
     identity.init_app(app)

@@ -67,6 +67,7 @@ LIMITS = {
         ("limit_new_visitors", client_address, lambda: visitor() is not None),  # the first click
     ],
     "pages.start": [("limit_new_visitors", client_address, None)],
+    "admin.login": [("limit_admin_logins", client_address, lambda: request.method != "POST")],
 }
 
 

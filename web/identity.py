@@ -78,15 +78,14 @@ def authenticate():
     scope = required_scope(request.endpoint)
     if request.endpoint is None or scope is None:
         return None
-    header = request.headers.get("Authorization", "")
-    kind, _, value = header.partition(" ")
-    if kind.lower() != "bearer" or not value.strip():
+    secret = bearer_token()
+    if secret is None:
         return error_response(
             401,
             "this endpoint needs 'Authorization: Bearer <token>' (make one with `recsys token create NAME`)",
             {"WWW-Authenticate": 'Bearer realm="recsys"'},
         )
-    token = _verified(value.strip())
+    token = verified_token(secret)
     if token is None:
         return error_response(
             401,
@@ -108,7 +107,14 @@ def authenticate():
 TOKEN_CACHE_SECONDS = 5.0
 
 
-def _verified(secret: str) -> tokens.Token | None:
+def bearer_token() -> str | None:
+    """The secret of ``Authorization: Bearer <secret>``, or None when the header has none."""
+    kind, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if kind.lower() == "bearer" and value.strip() else None
+
+
+def verified_token(secret: str) -> tokens.Token | None:
+    """The live token for ``secret`` (trusted for a few seconds once looked up), or None."""
     cache = services().token_cache
     now = time.monotonic()
     hit = cache.get(secret)
