@@ -7,10 +7,14 @@ user gets), times the first answered recommendation after start, then runs ``--c
 concurrent clients for ``--seconds`` from a separate process: half ask for recommendations of
 random users, half POST events with unique idempotency keys (each client with its own token).
 Prints p50/p99 per endpoint, errors, and checks every acknowledged event is in the database.
+``--impressions both`` serves each catalogue with impression logging off and on, alternating for
+``--rounds`` rounds on the same workspace, and prints the on/off ratio of the p50s and p99s (and
+checks that every served list's impressions reached the database).
 
 Traffic stays on loopback, is bounded in time, and stops by itself.
 
-    python bench/web_load.py [--clients 8] [--seconds 20] [--items 10000,100000] [--workers N] [--json]
+    python bench/web_load.py [--clients 8] [--seconds 20] [--items 10000,100000] [--workers N]
+                             [--impressions default|on|off|both] [--rounds 1] [--json]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from sqlalchemy import func  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from recsys import store  # noqa: E402
@@ -166,8 +171,10 @@ def client_process(
     print(json.dumps({"results": results, "acked": acked}))
 
 
-def serve_and_load(home: Path, args, *, warm_cache: bool = False) -> dict:
+def serve_and_load(home: Path, args, *, env: dict | None = None) -> dict:
     """Start `recsys serve` (only the flags given), time its first answer, run the load, stop it."""
+    import os
+
     from recsys import tokens
 
     with Workspace(Settings(home=home)) as ws:
@@ -186,7 +193,7 @@ def serve_and_load(home: Path, args, *, warm_cache: bool = False) -> dict:
         serve += ["--threads", str(args.threads)]
     log = tempfile.TemporaryFile("w+")
     started = time.perf_counter()
-    server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     out: dict = {}
     try:
         # time to the first answered recommendation: what the first visitor after a restart waits
@@ -246,6 +253,9 @@ def serve_and_load(home: Path, args, *, warm_cache: bool = False) -> dict:
                 store.select(store.Interaction.event_key).where(store.Interaction.event_key.like(f"{tag}-%"))
             )
         )
+        out["impressions_in_database"] = s.scalar(
+            store.select(func.count()).select_from(store.Impression)
+        )
     results = data["results"]
     for kind in ("recommend", "event"):
         times = [t for k, t, _ in results if k == kind]
@@ -264,6 +274,43 @@ def serve_and_load(home: Path, args, *, warm_cache: bool = False) -> dict:
     return out
 
 
+def overhead(n_items: int, runs: list[dict], quiet: bool) -> dict:
+    """On/off ratios of the recommendation p50 and p99, per round and their medians; and whether
+    every list the "on" servers answered left its impressions in the database."""
+    off = [r for r in runs if r["impressions"] == "off"]
+    on = [r for r in runs if r["impressions"] == "on"]
+    ratios = {
+        q: [round(b["recommend"][q] / a["recommend"][q], 3) for a, b in zip(off, on, strict=True)]
+        for q in ("p50_ms", "p99_ms")
+    }
+    logged, before = [], 0
+    for run in runs:  # impressions only grow in "on" runs; each list shows 10 items
+        grown = run["impressions_in_database"] - before
+        before = run["impressions_in_database"]
+        if run["impressions"] == "on":
+            lists = run["recommend"]["requests"] - run["recommend"]["errors"] + 1  # + the first probe
+            logged.append({"lists": lists, "impressions": grown, "expected": 10 * lists})
+    result = {
+        "items": n_items,
+        "impression_overhead": {
+            "recommend_p50_ms_off": [r["recommend"]["p50_ms"] for r in off],
+            "recommend_p50_ms_on": [r["recommend"]["p50_ms"] for r in on],
+            "recommend_p99_ms_off": [r["recommend"]["p99_ms"] for r in off],
+            "recommend_p99_ms_on": [r["recommend"]["p99_ms"] for r in on],
+            "p50_ratio_on_off": ratios["p50_ms"],
+            "p99_ratio_on_off": ratios["p99_ms"],
+            "median_p50_ratio": statistics.median(ratios["p50_ms"]),
+            "median_p99_ratio": statistics.median(ratios["p99_ms"]),
+            "impressions_logged": logged,
+        },
+    }
+    if not quiet:
+        for key, value in result["impression_overhead"].items():
+            print(f"{key:24s} {value}")
+        print()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
@@ -273,6 +320,13 @@ def main() -> None:
     parser.add_argument("--index", help="recsys index --index (default: none given, i.e. auto).")
     parser.add_argument("--workers", type=int, help="recsys serve --workers (default: none given).")
     parser.add_argument("--threads", type=int, help="recsys serve --threads (default: none given).")
+    parser.add_argument(
+        "--impressions",
+        choices=["default", "on", "off", "both"],
+        default="default",
+        help="Impression logging of the server (RECSYS_LOG_IMPRESSIONS); both: off and on, alternating.",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="--impressions both: off/on pairs per size.")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--client", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -293,19 +347,27 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             home = Path(tmp) / "home"
             build_workspace(home, n_items, args.users)
-            run = {
-                "items": n_items,
-                "clients": args.clients,
-                "seconds": args.seconds,
-                "index": args.index or "(default)",
-                "workers": args.workers or "(default)",
-                **serve_and_load(home, args),
-            }
-        runs.append(run)
-        if not args.json:
-            for key, value in run.items():
-                print(f"{key:22s} {value}")
-            print()
+            settings = {"default": [None], "on": ["1"], "off": ["0"], "both": ["0", "1"] * args.rounds}
+            pairs = []
+            for logging in settings[args.impressions]:
+                env = {} if logging is None else {"RECSYS_LOG_IMPRESSIONS": logging}
+                run = {
+                    "items": n_items,
+                    "clients": args.clients,
+                    "seconds": args.seconds,
+                    "index": args.index or "(default)",
+                    "workers": args.workers or "(default)",
+                    "impressions": {"0": "off", "1": "on"}.get(logging, "(default: on)"),
+                    **serve_and_load(home, args, env=env),
+                }
+                runs.append(run)
+                if not args.json:
+                    for key, value in run.items():
+                        print(f"{key:24s} {value}")
+                    print()
+                pairs.append(run)
+            if args.impressions == "both":
+                runs.append(overhead(n_items, pairs, args.json))
     if args.json:
         print(json.dumps(runs, indent=2))
 

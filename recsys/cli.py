@@ -306,10 +306,13 @@ def knn_accuracy(settings: Settings, k: int, as_json: bool) -> None:
 @click.option("--at", "at", help="When (ISO-8601 or Unix seconds); default now.")
 @click.option("--weight", type=float, help="Weight in the profile (default: by event type).")
 @click.option("--event-key", help="Idempotency key: the same key is stored once.")
+@click.option("--request-id", help="The request_id of the list the click came from (attributes it).")
 @click.option("--csv", "csv_path", type=click.Path(), help="Bulk: user,item,event,timestamp[,weight].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @_settings_options
-def record_cmd(settings: Settings, user, item, event, at, weight, event_key, csv_path, as_json: bool) -> None:
+def record_cmd(
+    settings: Settings, user, item, event, at, weight, event_key, request_id, csv_path, as_json: bool
+) -> None:
     """Record one interaction, or a CSV of them (bad rows reported, valid rows kept)."""
     from recsys.interactions import import_csv
     from recsys.recommend import Recommender
@@ -322,7 +325,7 @@ def record_cmd(settings: Settings, user, item, event, at, weight, event_key, csv
     else:
         if not (user and item):
             raise RecsysError("--user and --item are both required")
-        report = Recommender(ws, log=None).record(user, item, event, at, weight, event_key)
+        report = Recommender(ws, log=None).record(user, item, event, at, weight, event_key, request_id)
     if as_json:
         _emit_json(report.as_dict())
     else:
@@ -426,6 +429,9 @@ def recommend_cmd(
         return
     for note in result.notes:
         click.echo(f"({note})")
+    click.echo(
+        f"(request id {result.request_id}: `recsys record --request-id` attributes a click to this list)"
+    )
     rows = [
         {
             "rank": n,
