@@ -253,9 +253,7 @@ def serve_and_load(home: Path, args, *, env: dict | None = None) -> dict:
                 store.select(store.Interaction.event_key).where(store.Interaction.event_key.like(f"{tag}-%"))
             )
         )
-        out["impressions_in_database"] = s.scalar(
-            store.select(func.count()).select_from(store.Impression)
-        )
+        out["impressions_in_database"] = s.scalar(store.select(func.count()).select_from(store.Impression))
     results = data["results"]
     for kind in ("recommend", "event"):
         times = [t for k, t, _ in results if k == kind]

@@ -992,6 +992,44 @@ def _write_evaluation(report, out: Path) -> None:
     plot_recall(report, out / "recall_at_k.png")
 
 
+@cli.command("export-static")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option(
+    "--quantise",
+    type=click.Choice(["int8", "float16"]),
+    default="int8",
+    show_default=True,
+    help="How the vectors are stored.",
+)
+@click.option("--pca", type=int, help="Reduce the vectors to this many dimensions first.")
+@click.option("--thumb-side", type=int, default=160, show_default=True, help="Thumbnail size, pixels.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@_settings_options
+def export_static_cmd(
+    settings: Settings, folder: str, quantise: str, pca, thumb_side: int, as_json: bool, quiet: bool
+) -> None:
+    """Write a static site (thumbnails, quantised vectors, one script) that recommends in the browser."""
+    from recsys.export import StaticOptions, export_static
+    from recsys.recommend import Recommender
+
+    report = export_static(
+        Recommender(_open(settings), log=None, impressions=None),
+        folder,
+        StaticOptions(quantise=quantise, pca=pca, thumb_side=thumb_side),
+        progress=not quiet and not as_json,
+    )
+    if as_json:
+        _emit_json(report)
+    else:
+        click.echo(
+            f"wrote {report['items']} items to {report['folder']}: "
+            f"vectors {report['vectors_file_bytes'] / 1e6:.2f} MB ({report['quantise']}, "
+            f"{report['dim']} dimensions), thumbnails {report['thumbs_bytes'] / 1e6:.1f} MB; "
+            f"open {report['folder']}/index.html"
+        )
+
+
 @cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_settings_options
