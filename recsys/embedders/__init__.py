@@ -99,12 +99,20 @@ _cache: dict[tuple[str, str], Embedder] = {}
 
 
 def load_embedder(name: str, cache_dir: Path) -> Embedder:
-    """The named embedder, loaded once per process."""
-    if name not in MODELS:
-        raise RecsysError(f"unknown model {name!r}; choose one of: {', '.join(MODELS)}")
+    """The named embedder, loaded once per process: a built-in one, or one that `recsys finetune`
+    registered in the workspace (``cache_dir`` is the workspace's models folder)."""
+    from recsys import finetune
+
     key = (name, str(Path(cache_dir).resolve()))
     if key not in _cache:
         import recsys  # noqa: F401 - ensures the legacy-Keras switch precedes TensorFlow
 
-        _cache[key] = Embedder(name, MODELS[name](Path(cache_dir)))
+        if name in MODELS:
+            model = MODELS[name](Path(cache_dir))
+        elif name in finetune.registered(Path(cache_dir)):
+            model = finetune.load_model(Path(cache_dir), name)
+        else:
+            known = [*MODELS, *finetune.registered(Path(cache_dir))]
+            raise RecsysError(f"unknown model {name!r}; choose one of: {', '.join(known)}")
+        _cache[key] = Embedder(name, model)
     return _cache[key]
