@@ -4,7 +4,7 @@ Each user has a taste over labels drawn from a Dirichlet; it drifts from session
 Within a label, items follow a Zipf popularity skew (one shared order: some photos are simply
 more popular), and, when the catalogue is embedded, a visual taste: each user favours the look of
 one photo per label (an anchor), choosing items in proportion to popularity x exp(similarity to
-the anchor / ``visual_temperature``); anchors are redrawn with the drift. Users come back in
+the anchor / ``visual_temperature``); the anchors stay while the label tastes drift. Users come back in
 sessions days apart and view a few items minutes apart; some views become clicks or likes.
 Everything is written through the same recording path as ``recsys record``
 (``recsys.interactions.record``), with idempotency keys, so re-running a seed stores nothing twice.
@@ -74,6 +74,7 @@ def generate(
         user = f"sim-{config.seed}-{u:05d}"
         taste = rng.dirichlet([config.concentration] * len(labels))
         anchors = {label: rng.choice(rows_of[label]) for label in labels}
+        looks: dict[str, np.ndarray] = {}  # per label: how much each photo looks like the anchor
         seen: set[str] = set()
         when = config.start + timedelta(days=float(rng.exponential(10.0)))
         left_in_session = 1 + rng.poisson(config.session_length - 1)
@@ -91,9 +92,10 @@ def generate(
                 continue
             p = probs * unseen
             if visual:
-                rows = rows_of[label]
-                sims = vectors[rows] @ vectors[anchors[label]]
-                p = p * np.exp((sims - sims.max()) / config.visual_temperature)
+                if label not in looks:
+                    sims = vectors[rows_of[label]] @ vectors[anchors[label]]
+                    looks[label] = np.exp((sims - sims.max()) / config.visual_temperature)
+                p = p * looks[label]
             key = keys[rng.choice(len(keys), p=p / p.sum())]
             seen.add(key)
             kind = rng.choice(["view", "click", "like"], p=[0.75, 0.15, 0.10])
