@@ -75,7 +75,7 @@ def generate(
         taste = rng.dirichlet([config.concentration] * len(labels))
         anchors = {label: rng.choice(rows_of[label]) for label in labels}
         looks: dict[str, np.ndarray] = {}  # per label: how much each photo looks like the anchor
-        seen: set[str] = set()
+        unseen: dict[str, np.ndarray] = {}  # per label: the photos this user has not viewed yet
         when = config.start + timedelta(days=float(rng.exponential(10.0)))
         left_in_session = 1 + rng.poisson(config.session_length - 1)
         for n in range(config.events_per_user):
@@ -87,17 +87,19 @@ def generate(
                 left_in_session = 1 + rng.poisson(config.session_length - 1)
             label = labels[rng.choice(len(labels), p=taste)]
             keys, probs = by_label[label], popularity[label]
-            unseen = np.array([k not in seen for k in keys])
-            if not unseen.any():
+            if label not in unseen:
+                unseen[label] = np.ones(len(keys), dtype=bool)
+            if not unseen[label].any():
                 continue
-            p = probs * unseen
+            p = probs * unseen[label]
             if visual:
                 if label not in looks:
                     sims = vectors[rows_of[label]] @ vectors[anchors[label]]
                     looks[label] = np.exp((sims - sims.max()) / config.visual_temperature)
                 p = p * looks[label]
-            key = keys[rng.choice(len(keys), p=p / p.sum())]
-            seen.add(key)
+            picked = rng.choice(len(keys), p=p / p.sum())
+            key = keys[picked]
+            unseen[label][picked] = False
             kind = rng.choice(["view", "click", "like"], p=[0.75, 0.15, 0.10])
             when += timedelta(seconds=float(rng.exponential(90.0)))
             events.append(Event(user, key, str(kind), when, None, f"sim:{config.seed}:{u}:{n}"))
