@@ -62,6 +62,7 @@ def generate(
     by_label = {label: [key for key, lab in items if lab == label] for label in labels}
     rows_of = {label: np.array([i for i, (_, lab) in enumerate(items) if lab == label]) for label in labels}
     visual = vectors is not None and config.visual_temperature > 0
+    label_vectors = {label: vectors[rows] for label, rows in rows_of.items()} if visual else {}
     popularity = {}
     for label, keys in by_label.items():
         order = rng.permutation(len(keys))  # which photo is the most popular is itself random
@@ -94,7 +95,7 @@ def generate(
             p = probs * unseen[label]
             if visual:
                 if label not in looks:
-                    sims = vectors[rows_of[label]] @ vectors[anchors[label]]
+                    sims = label_vectors[label] @ vectors[anchors[label]]
                     looks[label] = np.exp((sims - sims.max()) / config.visual_temperature)
                 p = p * looks[label]
             picked = rng.choice(len(keys), p=p / p.sum())
