@@ -63,6 +63,7 @@ def generate(
     rows_of = {label: np.array([i for i, (_, lab) in enumerate(items) if lab == label]) for label in labels}
     visual = vectors is not None and config.visual_temperature > 0
     label_vectors = {label: vectors[rows] for label, rows in rows_of.items()} if visual else {}
+    looks: dict[int, np.ndarray] = {}  # anchor row -> how much each photo of its label looks like it
     popularity = {}
     for label, keys in by_label.items():
         order = rng.permutation(len(keys))  # which photo is the most popular is itself random
@@ -75,7 +76,6 @@ def generate(
         user = f"sim-{config.seed}-{u:05d}"
         taste = rng.dirichlet([config.concentration] * len(labels))
         anchors = {label: rng.choice(rows_of[label]) for label in labels}
-        looks: dict[str, np.ndarray] = {}  # per label: how much each photo looks like the anchor
         unseen: dict[str, np.ndarray] = {}  # per label: the photos this user has not viewed yet
         when = config.start + timedelta(days=float(rng.exponential(10.0)))
         left_in_session = 1 + rng.poisson(config.session_length - 1)
@@ -94,10 +94,11 @@ def generate(
                 continue
             p = probs * unseen[label]
             if visual:
-                if label not in looks:
-                    sims = label_vectors[label] @ vectors[anchors[label]]
-                    looks[label] = np.exp((sims - sims.max()) / config.visual_temperature)
-                p = p * looks[label]
+                anchor = int(anchors[label])
+                if anchor not in looks:  # shared by every user with this anchor
+                    sims = label_vectors[label] @ vectors[anchor]
+                    looks[anchor] = np.exp((sims - sims.max()) / config.visual_temperature)
+                p = p * looks[anchor]
             picked = rng.choice(len(keys), p=p / p.sum())
             key = keys[picked]
             unseen[label][picked] = False
