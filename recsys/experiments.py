@@ -18,7 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
 
-from recsys import store, strategies
+from recsys import registry, store, strategies
 from recsys.errors import NotFound, RecsysError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -102,7 +102,11 @@ def start(workspace, name: str, arms: list[str], split: tuple[float, ...] | None
     for arm in arms:
         if arm == "auto":
             raise RecsysError("an arm must be a strategy, not auto (auto serves the experiment's arms)")
-        strategies.get(arm)  # one line naming an unknown strategy
+        cls = strategies.get(arm)  # one line naming an unknown strategy
+        if cls.needs_model and registry.latest(workspace, arm) is None:
+            raise RecsysError(
+                f"strategy {arm!r} has no trained model yet: `recsys train --strategy {arm}` first"
+            )
     split = split or parse_split(None, len(arms))
     with workspace.session() as s, s.begin():
         if s.scalar(select(store.Experiment.id).where(store.Experiment.name == name)) is not None:

@@ -235,6 +235,7 @@ def test_experiment_commands_refuse_bad_input_in_one_line(embedded_copy):
     assert "unknown strategy" in error("start", "x", "--strategies", "popular,nope")
     assert "at least two" in error("start", "x", "--strategies", "popular")
     assert "not auto" in error("start", "x", "--strategies", "auto,popular")
+    assert "no trained model" in error("start", "x", "--strategies", "popular,ease")
     assert "shares for 2" in error("start", "x", "--strategies", "popular,average", "--split", "50,25,25")
     assert "name" in error("start", "bad name!", "--strategies", "popular,average")
     assert "unknown experiment" in error("report", "nothing")
