@@ -1019,6 +1019,13 @@ def _write_evaluation(report, out: Path) -> None:
 @click.option(
     "--window-hours", type=float, default=24.0, show_default=True, help="interactions: pair window."
 )
+@click.option(
+    "--pairs-per-epoch",
+    type=int,
+    default=8000,
+    show_default=True,
+    help="interactions: pairs sampled per epoch.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress.")
 @_settings_options

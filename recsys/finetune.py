@@ -78,7 +78,7 @@ class FinetuneConfig:
     window_hours: float = 24.0
     max_gap: int = 3
     temperature: float = 0.1
-    pairs_per_epoch: int = 20_000
+    pairs_per_epoch: int = 8000
 
 
 @dataclass
