@@ -18,7 +18,7 @@ from recsys.strategies.base import Dense, History, Strategy, choose_params, hist
 #: Hyper-parameters tried on the validation events.
 GRID = [
     {"factors": f, "regularization": r, "alpha": a}
-    for f, r, a in itertools.product((16, 32, 64, 128), (0.01, 0.1), (0.5, 1.0, 4.0))
+    for f, r, a in itertools.product((32, 64, 128), (0.01, 0.1), (0.5, 4.0))
 ]
 ITERATIONS = 15
 

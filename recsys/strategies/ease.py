@@ -23,7 +23,7 @@ from recsys.strategies.base import (
 )
 
 #: lambda values tried on the validation events.
-GRID = (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0)
+GRID = (10.0, 50.0, 200.0, 1000.0, 5000.0)  # x4-5 apart: each point is one items x items solve
 #: float64 copies of the items x items matrix alive while solving (Gram, its factor, B).
 COPIES = 3
 
