@@ -1040,6 +1040,8 @@ def finetune_cmd(settings: Settings, mode, as_json: bool, quiet: bool, batch_siz
     if as_json:
         _emit_json(report.as_dict())
     else:
+        if report.best_epoch == 0:
+            click.echo("no epoch beat the frozen model: the registered model is the frozen one")
         click.echo(
             f"registered {report.model}: {report.metric} {report.frozen_accuracy:.4f} frozen -> "
             f"{report.finetuned_accuracy:.4f} (epoch {report.best_epoch}) in {report.seconds:.0f} s; "

@@ -391,12 +391,18 @@ def finetune(
         say(f"{len(train_pairs)} training pairs, {len(val_pairs)} held-out pairs")
         variables = upper.trainable_variables
         temperature = config.temperature
+        # Pooled ImageNet features all point into one narrow cone; retrieval works in the centred
+        # space (``space.center_and_normalise``), so the loss compares centred vectors too.
+        center = tf.constant(_embed(upper, plain).mean(axis=0), tf.float32)
+
+        def embed(x):
+            unit = tf.math.l2_normalize(upper(x, training=True), axis=1)
+            return tf.math.l2_normalize(unit - center, axis=1)
 
         @tf.function(reduce_retracing=True)
         def step(a, b):
             with tf.GradientTape() as tape:
-                za = tf.math.l2_normalize(upper(a, training=True), axis=1)
-                zb = tf.math.l2_normalize(upper(b, training=True), axis=1)
+                za, zb = embed(a), embed(b)
                 logits = tf.matmul(za, zb, transpose_b=True) / temperature
                 labels_ = tf.range(tf.shape(logits)[0])
                 loss = (
