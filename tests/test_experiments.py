@@ -343,7 +343,9 @@ def test_the_dashboard_shows_every_picture_in_headless_chromium(embedded_copy):
         page.wait_for_selector("#doctor li")
         shown, loaded = pictures(page)
         text = page.inner_text("main")
+        catalogue = page.inner_text("#catalogue")
         page.screenshot(path=str(ARTIFACTS / "browser-admin.png"), full_page=True)
     assert shown == 3 and loaded == 3, (shown, loaded)  # events, experiment CTR, recall@K
-    for expected in ("200 items", "efficientnet-lite0", "average − popular", "Evaluation", "schema"):
+    assert "200 items" in catalogue and "200 labelled" in catalogue, catalogue
+    for expected in ("efficientnet-lite0", "average − popular", "Evaluation", "schema"):
         assert expected in text, expected
