@@ -109,10 +109,9 @@ def generate(
     return events
 
 
-def simulate(workspace, config: SimulationConfig, *, progress: bool = True) -> dict:
-    """Generate and store a population's events; returns counts."""
-    from tqdm import tqdm
-
+def _catalogue(workspace) -> tuple[list, np.ndarray | None]:
+    """(id, key, label) of every item, and their vectors in the retrieval space (centred, so
+    "looks like" means what sets photos apart), or None unless every item is embedded."""
     with workspace.session() as session:
         items = session.execute(
             select(store.Item.id, store.Item.key, store.Item.label).order_by(store.Item.id)
@@ -120,12 +119,20 @@ def simulate(workspace, config: SimulationConfig, *, progress: bool = True) -> d
         ids, matrix = store.load_embeddings(session, workspace.settings.model)
     if not items:
         raise RecsysError("the catalogue is empty: run `recsys ingest` first")
-    vectors = None
-    if len(ids) == len(items) and config.visual_temperature > 0:
-        # centred like the retrieval space, so "looks like" means what sets photos apart
-        from recsys.space import center_and_normalise
+    if len(ids) != len(items):
+        return items, None
+    from recsys.space import center_and_normalise
 
-        vectors = center_and_normalise(matrix, matrix.mean(axis=0))
+    return items, center_and_normalise(matrix, matrix.mean(axis=0))
+
+
+def simulate(workspace, config: SimulationConfig, *, progress: bool = True) -> dict:
+    """Generate and store a population's events; returns counts."""
+    from tqdm import tqdm
+
+    items, vectors = _catalogue(workspace)
+    if config.visual_temperature <= 0:
+        vectors = None
     events = generate([(k, lab) for _, k, lab in items], config, vectors)
     stored = duplicates = 0
     batch = 2000
@@ -207,23 +214,12 @@ def simulate_online(recommender, config: OnlineConfig, *, progress: bool = True)
     workspace = recommender.workspace
     if config.users < 1 or config.sessions < 1 or config.k < 1:
         raise RecsysError("--users, --sessions and k must be at least 1")
-    with workspace.session() as session:
-        items = session.execute(
-            select(store.Item.id, store.Item.key, store.Item.label).order_by(store.Item.id)
-        ).all()
-        ids, matrix = store.load_embeddings(session, workspace.settings.model)
-    if not items:
-        raise RecsysError("the catalogue is empty: run `recsys ingest` first")
+    items, vectors = _catalogue(workspace)
     labels = sorted({label for _, _, label in items if label is not None})
     if not labels:
         raise RecsysError("simulate needs a labelled catalogue (folder sub-folders or a label column)")
     row_of = {item_id: n for n, (item_id, _, _) in enumerate(items)}
     rows_of = {lab: np.array([n for n, (_, _, la) in enumerate(items) if la == lab]) for lab in labels}
-    vectors = None
-    if len(ids) == len(items):
-        from recsys.space import center_and_normalise
-
-        vectors = center_and_normalise(matrix, matrix.mean(axis=0))
     rng = np.random.default_rng(config.seed)
     lists = shown = clicks = 0
     arms: dict[str, int] = {}
