@@ -2,14 +2,17 @@
 
 Item tower: a small MLP over the frozen 1280-d image embedding, plus a learned item-id embedding
 whose row 0 is the out-of-vocabulary bucket, so an item added after training still gets a vector
-from its pixels alone. User tower: an MLP over the mean image embedding of the user's history,
-plus an optional user-id embedding (row 0 again for users unseen in training). Both outputs are
-L2-normalised; the loss is TFRS's in-batch softmax retrieval task with a temperature and
-accidental hits removed.
+from its pixels alone. User tower: an MLP over the recency-weighted mean image embedding of the
+user's recent history, plus optional user-id and history-id embeddings (row 0 again for unknowns).
+Both outputs are L2-normalised; the loss is TFRS's in-batch softmax retrieval task with a
+temperature, the logQ correction and accidental hits removed.
 
 Training examples are "history before an event -> the event's item", in time order. The latest
 events of each user are held out for validation with the same temporal split ``recsys evaluate``
-uses (recorded with the model), so an evaluation on that split does not see its own answers.
+uses (recorded with the model), so an evaluation on that split does not see its own answers. A
+model trained for new items (``cold_share``) stops instead on how it ranks a further share of
+items that play new, since that is what it is for: ranking warm items well is measured to peak
+later than ranking new ones.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ class TwoTowerConfig:
     """Hyper-parameters (stored with each model version).
 
     Defaults measured on MovieLens posters (temporal and cold-item splits, README): recent
-    history (20 items), small batches, centred image inputs and a softer softmax did best together.
+    history (20 items) weighted towards the latest (half-life 5 items), small batches, centred
+    image inputs and a softer softmax did best together on the validation events. The other
+    options measured no better there and are off.
 
     Attributes:
         dim: Output dimension of both towers.
@@ -53,13 +58,28 @@ class TwoTowerConfig:
         logq: Correct the in-batch softmax for how often each item appears as a negative
             (popular items would otherwise be pushed down just for being popular).
         history_length: Most recent distinct items a history keeps.
+        recency_half_life: The history's image mean weighs an item by 0.5 ** (its age in items /
+            this), the latest item 1; 0 weighs every item alike.
+        last_item: Also feed the latest item's image to the user tower (what comes next follows
+            what was just seen more than the whole history's mean says).
+        shared_dim: Width of a linear map of the image shared by both towers, whose cosine is
+            mixed into the score with a learned weight: the average profile's score, learned
+            (it carries over to new items, which the towers' MLPs may fit less well); 0 for none.
+        item_bias: Give each item a learned bias (from its image, plus its id), as one more
+            dimension that meets a constant 1 in the user vector: unit vectors alone cannot say
+            that an item is likely for everyone.
+        dropout: Dropout after each tower's hidden layer, in training.
+        plain_mean: With ``recency_half_life``, feed the plain mean too (long-term taste).
+        uniform_negatives: Items drawn uniformly from the catalogue per batch, as negatives beside
+            the in-batch ones (which are all popular-weighted); 0 for in-batch only.
         holdout: Share of each user's latest events kept out of training entirely, for an honest
             `recsys evaluate` on the same temporal split (0: production, train on everything).
         cold_share: Share of the catalogue (chosen with ``seed``, as the cold-item split does) left
             out of training entirely: their events, and their id rows (they use the unknown row).
         id_dropout: Chance that a training example's item-id row is swapped for the unknown row,
             so the image path learns to stand alone for items added later.
-        val_fraction: Share of each user's latest remaining events used for early stopping.
+        val_fraction: Share of each user's latest remaining events used for early stopping (with
+            ``cold_share``: share of the remaining items that play new, as the cold split does).
         min_events: Users with fewer events are training-only (as in the evaluation split).
         seed: Seed of initialisation and shuffling.
     """
@@ -77,6 +97,13 @@ class TwoTowerConfig:
     center_inputs: bool = True
     logq: bool = True
     history_length: int = 20
+    recency_half_life: float = 5.0
+    last_item: bool = False
+    plain_mean: bool = False
+    uniform_negatives: int = 0
+    shared_dim: int = 0
+    item_bias: bool = False
+    dropout: float = 0.0
     holdout: float = 0.0
     cold_share: float = 0.0
     id_dropout: float = 0.0
@@ -103,8 +130,13 @@ class TrainReport:
 # --- the model -----------------------------------------------------------------------------
 
 
-def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
-    """A ``tfrs.Model`` over a frozen image table (row 0 = padding / unknown, rows 1.. = items)."""
+def build_model(
+    image_table: np.ndarray, n_users: int, config: TwoTowerConfig, frequency: np.ndarray | None = None
+):
+    """A ``tfrs.Model`` over a frozen image table (row 0 = padding / unknown, rows 1.. = items).
+
+    ``frequency``: each row's share of the training targets (for the logQ correction of mixed
+    negatives; not needed to serve)."""
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
     import tf_keras as keras
@@ -115,12 +147,25 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
         def __init__(self) -> None:
             super().__init__()
             self.image_table = tf.constant(image_table, dtype=tf.float32)
+            if frequency is None:
+                self.frequency = tf.zeros((image_table.shape[0],), tf.float32)
+            else:  # how often a row is a candidate: as a batch's target, or drawn uniformly
+                share = config.uniform_negatives / config.batch_size / max(n_items, 1)
+                self.frequency = tf.constant(frequency + share, dtype=tf.float32)
             self.item_mlp = keras.Sequential(
-                [keras.layers.Dense(config.hidden, activation="relu"), keras.layers.Dense(config.dim)],
+                [
+                    keras.layers.Dense(config.hidden, activation="relu"),
+                    keras.layers.Dropout(config.dropout),
+                    keras.layers.Dense(config.dim),
+                ],
                 name="item_mlp",
             )
             self.user_mlp = keras.Sequential(
-                [keras.layers.Dense(config.hidden, activation="relu"), keras.layers.Dense(config.dim)],
+                [
+                    keras.layers.Dense(config.hidden, activation="relu"),
+                    keras.layers.Dropout(config.dropout),
+                    keras.layers.Dense(config.dim),
+                ],
                 name="user_mlp",
             )
             self.item_id = (
@@ -134,43 +179,96 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
                 if config.history_ids
                 else None
             )
+            self.shared = (
+                keras.layers.Dense(config.shared_dim, use_bias=False, name="shared")
+                if config.shared_dim
+                else None
+            )
+            self.shared_weight = tf.Variable(1.0, name="shared_weight") if config.shared_dim else None
+            self.image_bias = keras.layers.Dense(1, name="image_bias") if config.item_bias else None
+            self.id_bias = (
+                keras.layers.Embedding(n_items + 1, 1, embeddings_initializer="zeros", name="id_bias")
+                if config.item_bias and config.item_ids
+                else None
+            )
             self.task = tfrs.tasks.Retrieval(temperature=config.temperature, remove_accidental_hits=True)
 
-        def item_tower(self, image_vectors, id_rows):
-            x = self.item_mlp(image_vectors)
+        def join(self, tower, image):
+            """The tower's vector, beside the shared linear map of the image (both unit length;
+            the score is a learned mix of the two cosines)."""
+            tower = tf.math.l2_normalize(tower, axis=-1)
+            if self.shared is None:
+                return tower
+            w = self.shared_weight
+            shared = w * tf.math.l2_normalize(self.shared(image), axis=-1)
+            return tf.concat([tower, shared], axis=-1) / tf.sqrt(1.0 + w * w)
+
+        def item_tower(self, image_vectors, id_rows, training=False):
+            x = self.item_mlp(image_vectors, training=training)
             if self.item_id is not None:
                 x = x + self.item_id(id_rows)
-            return tf.math.l2_normalize(x, axis=-1)
+            x = self.join(x, image_vectors)
+            if self.image_bias is None:
+                return x
+            bias = self.image_bias(image_vectors)  # how likely anyone picks it, from pixels (and id)
+            if self.id_bias is not None:
+                bias = bias + self.id_bias(id_rows)
+            return tf.concat([x, bias], axis=-1)
 
-        def user_tower(self, mean_history, history_rows, user_rows):
-            x = self.user_mlp(mean_history)
+        def user_tower(self, history_vectors, history_rows, user_rows, training=False):
+            """``history_vectors``: (B, H, D) image inputs of the history rows (oldest first,
+            zero-padded after the latest), taken from the caller so that items the vocabulary
+            does not know (added after training) still count by their pixels."""
+            features = self.history_features(history_vectors, history_rows)
+            x = self.user_mlp(features, training=training)
             if self.history_id is not None:  # the mean id embedding of the history (row 0: padding)
                 mask = tf.cast(history_rows > 0, tf.float32)[..., None]
                 ids = tf.reduce_sum(self.history_id(history_rows) * mask, axis=1)
                 x = x + ids / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
             if self.user_id is not None:
                 x = x + self.user_id(user_rows)
-            return tf.math.l2_normalize(x, axis=-1)
+            x = self.join(x, features[:, : self.image_table.shape[1]])  # the mean image
+            if self.image_bias is None:
+                return x
+            return tf.concat([x, tf.ones_like(x[:, :1])], axis=-1)  # meets the item's bias
 
-        def history_mean(self, history_rows):
-            vectors = tf.gather(self.image_table, history_rows)  # (B, H, 1280); row 0 is zeros
-            count = tf.reduce_sum(tf.cast(history_rows > 0, tf.float32), axis=1, keepdims=True)
-            return tf.reduce_sum(vectors, axis=1) / tf.maximum(count, 1.0)
+        def history_features(self, vectors, history_rows):
+            present = tf.cast(tf.reduce_any(vectors != 0, axis=-1), tf.float32)  # (B, H)
+            count = tf.reduce_sum(present, axis=1, keepdims=True)
+            age = count - 1.0 - tf.range(tf.shape(vectors)[1], dtype=tf.float32)[None, :]
+            weights = present
+            if config.recency_half_life > 0:
+                weights = weights * tf.pow(0.5, tf.maximum(age, 0.0) / config.recency_half_life)
+            total = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
+            views = [tf.reduce_sum(vectors * weights[..., None], axis=1) / total]
+            if config.recency_half_life > 0 and config.plain_mean:  # long-term taste beside recent
+                views.append(tf.reduce_sum(vectors * present[..., None], axis=1) / tf.maximum(count, 1.0))
+            if config.last_item:
+                latest = tf.cast(tf.equal(age, 0.0), tf.float32) * present
+                views.append(tf.reduce_sum(vectors * latest[..., None], axis=1))
+            return views[0] if len(views) == 1 else tf.concat(views, axis=-1)
 
         def compute_loss(self, features, training=False):
             history = features["history"]
-            users = self.user_tower(self.history_mean(history), history, features["user"])
-            id_rows = features["item"]
+            users = self.user_tower(
+                tf.gather(self.image_table, history), history, features["user"], training=training
+            )
+            candidates = features["item"]
+            probability = features["probability"]
+            if config.uniform_negatives > 0:  # mixed negatives (Yang et al. 2020)
+                extra = tf.random.uniform((config.uniform_negatives,), 1, n_items + 1, dtype=tf.int32)
+                candidates = tf.concat([candidates, extra], axis=0)
+                probability = tf.gather(self.frequency, candidates)
+            id_rows = candidates
             if training and config.id_dropout > 0:  # some items must be recognised by pixels alone
                 dropped = tf.random.uniform(tf.shape(id_rows)) < config.id_dropout
                 id_rows = tf.where(dropped, tf.zeros_like(id_rows), id_rows)
-            items = self.item_tower(tf.gather(self.image_table, features["item"]), id_rows)
-            probability = features["probability"] if config.logq else None
+            items = self.item_tower(tf.gather(self.image_table, candidates), id_rows, training=training)
             return self.task(
                 users,
                 items,
-                candidate_ids=features["item"],
-                candidate_sampling_probability=probability,
+                candidate_ids=candidates,
+                candidate_sampling_probability=probability if config.logq else None,
                 compute_metrics=False,
             )
 
@@ -180,7 +278,7 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
     # build every layer once so weights exist (for saving, loading and warm starts)
     model.item_tower(tf.zeros((1, image_table.shape[1])), tf.zeros((1,), tf.int32))
     model.user_tower(
-        tf.zeros((1, image_table.shape[1])), tf.zeros((1, 1), tf.int32), tf.zeros((1,), tf.int32)
+        tf.zeros((1, 1, image_table.shape[1])), tf.zeros((1, 1), tf.int32), tf.zeros((1,), tf.int32)
     )
     return model
 
@@ -242,36 +340,44 @@ def recent_rows(histories: list[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
-def recall_at_k(model, vocab: Vocabulary, train: dict, test: dict, k: int = 10) -> float:
-    """Exact recall@k over the whole catalogue, training items excluded (as the evaluation does)."""
+def recall_at_k(
+    model, vocab: Vocabulary, train: dict, test: dict, k: int = 10, new: tuple | None = None
+) -> float:
+    """Exact recall@k over the whole catalogue, training items excluded (as the evaluation does);
+    or, given ``new`` = (ids, image inputs) of items the model never saw, among those only (as
+    the cold-item split does)."""
     import tensorflow as tf
 
     users = sorted(test)
     if not users:
         return float("nan")
     table = model.image_table
-    all_rows = np.arange(1, len(vocab.item_ids) + 1, dtype=np.int32)
-    items = model.item_tower(tf.gather(table, all_rows), all_rows).numpy()
-    hist = np.zeros((len(users), table.shape[1]), dtype=np.float32)
-    raw = table.numpy()
+    if new is not None:
+        new_ids, new_inputs = new
+        items = model.item_tower(new_inputs, np.zeros(len(new_ids), np.int32)).numpy()
+    else:
+        all_rows = np.arange(1, len(vocab.item_ids) + 1, dtype=np.int32)
+        items = model.item_tower(tf.gather(table, all_rows), all_rows).numpy()
     length = model.history_length
     recent = recent_rows(
         [vocab.item_rows([e[0] for e in sorted(train.get(u, []), key=lambda e: e[3])]) for u in users], length
     )
-    for n in range(len(users)):  # the mean image of the same recent items the training examples use
-        rows = recent[n][recent[n] > 0]
-        if len(rows):
-            hist[n] = raw[rows].mean(axis=0)
     user_rows = np.array([vocab.user_row(u) for u in users], dtype=np.int32)
-    user_vecs = model.user_tower(hist, recent, user_rows).numpy()
+    user_vecs = model.user_tower(tf.gather(table, recent), recent, user_rows).numpy()
     scores = user_vecs @ items.T
     total = 0.0
+    k = min(k, scores.shape[1] - 1)
     for n, user in enumerate(users):
-        seen = vocab.item_rows([e[0] for e in train.get(user, [])])
-        scores[n, seen[seen > 0] - 1] = -np.inf
-        top = np.argpartition(-scores[n], k)[:k] + 1
-        relevant = vocab.item_rows(list(test[user]))
-        total += len(set(top.tolist()) & set(relevant[relevant > 0].tolist())) / len(test[user])
+        if new is not None:  # new items: nobody has seen them in training
+            top = np.argpartition(-scores[n], k)[:k]
+            relevant = np.flatnonzero(np.isin(new_ids, list(test[user])))
+        else:
+            seen = vocab.item_rows([e[0] for e in train.get(user, [])])
+            scores[n, seen[seen > 0] - 1] = -np.inf
+            top = np.argpartition(-scores[n], k)[:k] + 1
+            relevant = vocab.item_rows(list(test[user]))
+            relevant = relevant[relevant > 0]
+        total += len(set(top.tolist()) & set(relevant.tolist())) / len(test[user])
     return total / len(users)
 
 
@@ -303,6 +409,7 @@ def train(
         import dataclasses
 
         keys = ("dim", "hidden", "item_ids", "user_ids", "history_ids", "history_length")
+        keys += ("last_item", "plain_mean", "shared_dim", "item_bias")
         shape = {k: previous.params.get(k, False) for k in keys}
         config = dataclasses.replace(config, **shape)
 
@@ -325,7 +432,17 @@ def train(
         ).train
     else:
         history_for_training = history
-    if config.val_fraction > 0:
+    cold = None  # a model for new items stops on how it ranks new items: some play new here too
+    if config.val_fraction > 0 and config.cold_share > 0:
+        from recsys.evaluate import cold_item_split
+
+        split = cold_item_split(
+            history_for_training, ids[trained], share=config.val_fraction, seed=config.seed + 1
+        )
+        train_events, test = split.train, split.test
+        trained &= ~np.isin(ids, split.candidates)
+        cold = split.candidates
+    elif config.val_fraction > 0:
         split = temporal_split(
             history_for_training, fraction=config.val_fraction, min_events=config.min_events
         )
@@ -341,9 +458,11 @@ def train(
         )
     center = raw.mean(axis=0) if config.center_inputs else None
     inputs = image_inputs(raw, center)
+    new_inputs = None if cold is None else (cold, inputs[np.isin(ids, cold)])
     image_table = np.vstack([np.zeros((1, raw.shape[1]), np.float32), inputs[trained]]).astype(np.float32)
     tf.keras.utils.set_random_seed(config.seed)
-    model = build_model(image_table, len(vocab.users), config)
+    counts = np.bincount(examples["item"], minlength=len(image_table)).astype(np.float32)
+    model = build_model(image_table, len(vocab.users), config, counts / max(counts.sum(), 1.0))
     model.center = center
     if previous is not None:
         _warm_start(model, vocab, workspace, previous, log)
@@ -363,7 +482,7 @@ def train(
         t0 = time.perf_counter()
         fit = model.fit(ds, epochs=1, verbose=0)
         loss = float(fit.history["loss"][-1])
-        recall = recall_at_k(model, vocab, train_events, test) if test else float("nan")
+        recall = recall_at_k(model, vocab, train_events, test, new=new_inputs) if test else float("nan")
         rows.append(
             {
                 "epoch": epoch,
@@ -505,11 +624,14 @@ class TowerServer:
     def user_vectors(self, histories: list[np.ndarray], users: list[str | None]) -> np.ndarray:
         """User-tower vectors of histories given as distinct item ids, oldest first (items without
         a vector skipped; every history must hold at least one embedded item)."""
-        means = np.zeros((len(histories), self.raw.shape[1]), np.float32)
+        length = self.model.history_length
+        vectors = np.zeros((len(histories), length, self.raw.shape[1]), np.float32)
+        recent = np.zeros((len(histories), length), np.int32)
         for n, item_ids in enumerate(histories):  # oldest first: the last ones, as in training
-            item_ids = np.asarray(item_ids, dtype=np.int64)[-self.model.history_length :]
+            item_ids = np.asarray(item_ids, dtype=np.int64)
             pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
-            means[n] = self.raw[pos[self.ids[pos] == item_ids]].mean(axis=0)
-        recent = recent_rows([self.vocab.item_rows(ids) for ids in histories], self.model.history_length)
+            pos = pos[self.ids[pos] == item_ids][-length:]
+            vectors[n, : len(pos)] = self.raw[pos]
+            recent[n, : len(pos)] = self.vocab.item_rows(self.ids[pos])
         rows = np.array([self.vocab.user_row(u) if u else 0 for u in users], dtype=np.int32)
-        return self.model.user_tower(means, recent, rows).numpy()
+        return self.model.user_tower(vectors, recent, rows).numpy()
