@@ -9,10 +9,7 @@ temperature, the logQ correction and accidental hits removed.
 
 Training examples are "history before an event -> the event's item", in time order. The latest
 events of each user are held out for validation with the same temporal split ``recsys evaluate``
-uses (recorded with the model), so an evaluation on that split does not see its own answers. A
-model trained for new items (``cold_share``) stops instead on how it ranks a further share of
-items that play new, since that is what it is for: ranking warm items well is measured to peak
-later than ranking new ones.
+uses (recorded with the model), so an evaluation on that split does not see its own answers.
 """
 
 from __future__ import annotations
@@ -78,8 +75,7 @@ class TwoTowerConfig:
             out of training entirely: their events, and their id rows (they use the unknown row).
         id_dropout: Chance that a training example's item-id row is swapped for the unknown row,
             so the image path learns to stand alone for items added later.
-        val_fraction: Share of each user's latest remaining events used for early stopping (with
-            ``cold_share``: share of the remaining items that play new, as the cold split does).
+        val_fraction: Share of each user's latest remaining events used for early stopping.
         min_events: Users with fewer events are training-only (as in the evaluation split).
         seed: Seed of initialisation and shuffling.
     """
@@ -340,24 +336,16 @@ def recent_rows(histories: list[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
-def recall_at_k(
-    model, vocab: Vocabulary, train: dict, test: dict, k: int = 10, new: tuple | None = None
-) -> float:
-    """Exact recall@k over the whole catalogue, training items excluded (as the evaluation does);
-    or, given ``new`` = (ids, image inputs) of items the model never saw, among those only (as
-    the cold-item split does)."""
+def recall_at_k(model, vocab: Vocabulary, train: dict, test: dict, k: int = 10) -> float:
+    """Exact recall@k over the whole catalogue, training items excluded (as the evaluation does)."""
     import tensorflow as tf
 
     users = sorted(test)
     if not users:
         return float("nan")
     table = model.image_table
-    if new is not None:
-        new_ids, new_inputs = new
-        items = model.item_tower(new_inputs, np.zeros(len(new_ids), np.int32)).numpy()
-    else:
-        all_rows = np.arange(1, len(vocab.item_ids) + 1, dtype=np.int32)
-        items = model.item_tower(tf.gather(table, all_rows), all_rows).numpy()
+    all_rows = np.arange(1, len(vocab.item_ids) + 1, dtype=np.int32)
+    items = model.item_tower(tf.gather(table, all_rows), all_rows).numpy()
     length = model.history_length
     recent = recent_rows(
         [vocab.item_rows([e[0] for e in sorted(train.get(u, []), key=lambda e: e[3])]) for u in users], length
@@ -366,18 +354,12 @@ def recall_at_k(
     user_vecs = model.user_tower(tf.gather(table, recent), recent, user_rows).numpy()
     scores = user_vecs @ items.T
     total = 0.0
-    k = min(k, scores.shape[1] - 1)
     for n, user in enumerate(users):
-        if new is not None:  # new items: nobody has seen them in training
-            top = np.argpartition(-scores[n], k)[:k]
-            relevant = np.flatnonzero(np.isin(new_ids, list(test[user])))
-        else:
-            seen = vocab.item_rows([e[0] for e in train.get(user, [])])
-            scores[n, seen[seen > 0] - 1] = -np.inf
-            top = np.argpartition(-scores[n], k)[:k] + 1
-            relevant = vocab.item_rows(list(test[user]))
-            relevant = relevant[relevant > 0]
-        total += len(set(top.tolist()) & set(relevant.tolist())) / len(test[user])
+        seen = vocab.item_rows([e[0] for e in train.get(user, [])])
+        scores[n, seen[seen > 0] - 1] = -np.inf
+        top = np.argpartition(-scores[n], k)[:k] + 1
+        relevant = vocab.item_rows(list(test[user]))
+        total += len(set(top.tolist()) & set(relevant[relevant > 0].tolist())) / len(test[user])
     return total / len(users)
 
 
@@ -432,17 +414,7 @@ def train(
         ).train
     else:
         history_for_training = history
-    cold = None  # a model for new items stops on how it ranks new items: some play new here too
-    if config.val_fraction > 0 and config.cold_share > 0:
-        from recsys.evaluate import cold_item_split
-
-        split = cold_item_split(
-            history_for_training, ids[trained], share=config.val_fraction, seed=config.seed + 1
-        )
-        train_events, test = split.train, split.test
-        trained &= ~np.isin(ids, split.candidates)
-        cold = split.candidates
-    elif config.val_fraction > 0:
+    if config.val_fraction > 0:
         split = temporal_split(
             history_for_training, fraction=config.val_fraction, min_events=config.min_events
         )
@@ -458,7 +430,6 @@ def train(
         )
     center = raw.mean(axis=0) if config.center_inputs else None
     inputs = image_inputs(raw, center)
-    new_inputs = None if cold is None else (cold, inputs[np.isin(ids, cold)])
     image_table = np.vstack([np.zeros((1, raw.shape[1]), np.float32), inputs[trained]]).astype(np.float32)
     tf.keras.utils.set_random_seed(config.seed)
     counts = np.bincount(examples["item"], minlength=len(image_table)).astype(np.float32)
@@ -482,7 +453,7 @@ def train(
         t0 = time.perf_counter()
         fit = model.fit(ds, epochs=1, verbose=0)
         loss = float(fit.history["loss"][-1])
-        recall = recall_at_k(model, vocab, train_events, test, new=new_inputs) if test else float("nan")
+        recall = recall_at_k(model, vocab, train_events, test) if test else float("nan")
         rows.append(
             {
                 "epoch": epoch,

@@ -173,8 +173,6 @@ def test_two_epochs_with_id_dropout_history_ids_and_cold_items(trained_home, tmp
         rec = Recommender(ws, use_index=False, log=None)
         new = ev.new_items(rec.catalogue().ids, 0.2, 0)
         assert len(new) == 40 and not np.isin(new, vocab.item_ids).any()  # no id row for a new item
-        # it stopped on new items too: a further fifth of the rest played new in validation
-        assert len(vocab.item_ids) == 160 - 32 and np.isfinite(row.metrics["val_recall@10"])
         split = ev.cold_item_split(ev.load_history(ws), rec.catalogue().ids, share=0.2, seed=0)
         result = ev.evaluate(rec, split, ["two-tower", "random"], [10], bootstrap=50)
     scores = {s.name: s.mean("recall@10") for s in result.strategies}
