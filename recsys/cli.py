@@ -995,18 +995,27 @@ def _write_evaluation(report, out: Path) -> None:
 @cli.command("finetune")
 @click.option("--labels", "mode", flag_value="labels", help="Classify the catalogue's labels.")
 @click.option(
-    "--interactions", "mode", flag_value="interactions", help="Pull together what users pick together."
+    "--interactions",
+    "mode",
+    flag_value="interactions",
+    help="Learn a projection so the average of what users picked points at what they pick next.",
 )
 @click.option("--name", help="The new model's name [lite0-<mode>].")
 @click.option(
-    "--unfreeze", type=int, default=1, show_default=True, help="MBConv blocks trained besides the head."
+    "--unfreeze",
+    type=int,
+    default=1,
+    show_default=True,
+    help="labels: MBConv blocks trained besides the head.",
 )
 @click.option("--epochs", type=int, default=12, show_default=True, help="At most this many epochs.")
 @click.option("--patience", type=int, default=3, show_default=True, help="Stop after this many without gain.")
 @click.option("--learning-rate", type=float, default=1e-3, show_default=True, help="Adam's step size.")
-@click.option("--batch-size", type=int, help="Pictures (labels) or pairs (interactions) per step [64 / 256].")
 @click.option(
-    "--augment", type=int, default=2, show_default=True, help="Augmented views per picture; 0: none."
+    "--batch-size", type=int, help="Pictures (labels) or histories (interactions) per step [64 / 512]."
+)
+@click.option(
+    "--augment", type=int, default=2, show_default=True, help="labels: augmented views per picture; 0: none."
 )
 @click.option("--val-share", type=float, default=0.2, show_default=True, help="Share of items held out.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of held-out and cold items.")
@@ -1016,26 +1025,16 @@ def _write_evaluation(report, out: Path) -> None:
 @click.option(
     "--cold-share", type=float, default=0.0, show_default=True, help="interactions: new items never used."
 )
-@click.option(
-    "--window-hours", type=float, default=24.0, show_default=True, help="interactions: pair window."
-)
-@click.option(
-    "--pairs-per-epoch",
-    type=int,
-    default=8000,
-    show_default=True,
-    help="interactions: pairs sampled per epoch.",
-)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress.")
 @_settings_options
 def finetune_cmd(settings: Settings, mode, as_json: bool, quiet: bool, batch_size, **options) -> None:
-    """Train Lite0's top layers on your labels or interactions; register the result as a new model."""
+    """Train Lite0 further on your labels or interactions; register the result as a new model."""
     from recsys.finetune import FinetuneConfig, finetune
 
     if mode is None:
         raise RecsysError("say what to train for: --labels or --interactions")
-    config = FinetuneConfig(mode=mode, batch_size=batch_size or (64 if mode == "labels" else 256), **options)
+    config = FinetuneConfig(mode=mode, batch_size=batch_size or (64 if mode == "labels" else 512), **options)
     report = finetune(_open(settings), config, log=None if (quiet or as_json) else click.echo)
     if as_json:
         _emit_json(report.as_dict())

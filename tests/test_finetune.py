@@ -92,10 +92,12 @@ def test_bad_finetune_input_is_one_line(embedded_copy):
     assert "--unfreeze" in error("--labels", "--unfreeze", "20")
     assert "exists" in error("--labels", "--name", "efficientnet-lite0")
     assert "model name" in error("--labels", "--name", "../evil")
-    assert "co-interaction pairs" in error("--interactions")  # no events yet
+    assert "examples to train on" in error("--interactions")  # no events yet
 
 
-def test_co_interaction_pairs_respect_the_window_the_gap_and_the_items_left_out():
+def test_profile_examples_weigh_the_history_before_each_new_item_and_skip_items_without_a_row():
+    import numpy as np
+
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
 
     def at(hours: float):
@@ -103,25 +105,21 @@ def test_co_interaction_pairs_respect_the_window_the_gap_and_the_items_left_out(
 
     history = {
         "ana": [
-            (1, "view", None, at(0)),
-            (2, "view", None, at(1)),
-            (3, "view", None, at(30)),
-            (4, "view", None, at(31)),
+            (3, "view", 5.0, at(4)),
+            (1, "view", 1.0, at(0)),
+            (2, "view", 2.0, at(1)),
+            (1, "view", 3.0, at(2)),  # seen before: adds weight, is no example
+            (4, "view", 9.0, at(3)),  # a new item: no row, never on either side
         ],
-        "bob": [
-            (5, "view", None, at(0)),
-            (6, "view", None, at(0.1)),
-            (7, "view", None, at(0.2)),
-            (8, "view", None, at(0.3)),
-            (9, "view", None, at(0.4)),
-        ],
+        "bob": [(2, "view", 1.0, at(0))],  # nothing before it: no example
     }
-    rows = {i: i for i in range(1, 10) if i != 4}  # item 4 is cold: it has no row
-    pairs = {tuple(p) for p in finetune.co_interaction_pairs(history, rows, window_hours=24, max_gap=3)}
-    assert (1, 2) in pairs and (2, 1) in pairs  # within an hour
-    assert (2, 3) not in pairs  # 29 hours apart
-    assert not any(4 in p for p in pairs)  # never the cold item
-    assert (5, 8) in pairs and (5, 9) not in pairs  # at most 3 events apart
+    rows = {1: 0, 2: 1, 3: 2}
+    rng = np.random.default_rng(0)
+    weights, targets = finetune.profile_examples(history, rows, 3, per_user=10, rng=rng)
+    np.testing.assert_allclose(weights.toarray(), [[1.0, 0, 0], [4.0, 2.0, 0]])
+    assert targets.tolist() == [1, 2]
+    capped, _ = finetune.profile_examples(history, rows, 3, per_user=1, rng=rng)
+    assert capped.shape[0] == 1
 
 
 def test_interactions_finetune_trains_on_simulated_logs_without_the_cold_items(embedded_copy):
@@ -141,11 +139,29 @@ def test_interactions_finetune_trains_on_simulated_logs_without_the_cold_items(e
         check=True,
     )
     report = json.loads(out.stdout)
-    assert report["model"] == "lite0-interactions" and report["metric"] == "held-out pair recall@10"
+    assert report["model"] == "lite0-interactions"
+    assert report["metric"] == "held-out recall@10 of the average profile"
     assert report["params"]["cold_share"] == 0.2 and report["params"]["holdout"] == 0.2
     assert 0 <= report["frozen_accuracy"] <= 1 and report["epochs_run"] == 1
+    assert report["finetuned_accuracy"] >= report["frozen_accuracy"]  # the best epoch is kept (or none)
     meta = json.loads((finetune.folder(home / "models") / "lite0-interactions" / "meta.json").read_text())
-    assert meta["base"] == "efficientnet-lite0" and meta["params"]["seed"] == 0
+    assert meta["base"] == "efficientnet-lite0" and meta["params"]["seed"] == 0 and meta["projection"]
+    # the projection loads with the model: embed and recommend with it
+    embedded = run_cli("embed", "--model", "lite0-interactions", "--json", "--quiet", home=home, check=True)
+    assert json.loads(embedded.stdout)["embedded"] == 200
+    listed = run_cli(
+        "recommend",
+        "--user",
+        "sim-0-00001",
+        "--strategy",
+        "average",
+        "--model",
+        "lite0-interactions",
+        "--json",
+        home=home,
+        check=True,
+    )
+    assert len(json.loads(listed.stdout)["items"]) == 10
 
 
 def _first_tulip() -> str:
