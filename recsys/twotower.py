@@ -347,19 +347,21 @@ def recall_at_k(model, vocab: Vocabulary, train: dict, test: dict, k: int = 10) 
     all_rows = np.arange(1, len(vocab.item_ids) + 1, dtype=np.int32)
     items = model.item_tower(tf.gather(table, all_rows), all_rows).numpy()
     length = model.history_length
-    recent = recent_rows(
-        [vocab.item_rows([e[0] for e in sorted(train.get(u, []), key=lambda e: e[3])]) for u in users], length
-    )
-    user_rows = np.array([vocab.user_row(u) for u in users], dtype=np.int32)
-    user_vecs = model.user_tower(tf.gather(table, recent), recent, user_rows).numpy()
-    scores = user_vecs @ items.T
     total = 0.0
-    for n, user in enumerate(users):
-        seen = vocab.item_rows([e[0] for e in train.get(user, [])])
-        scores[n, seen[seen > 0] - 1] = -np.inf
-        top = np.argpartition(-scores[n], k)[:k] + 1
-        relevant = vocab.item_rows(list(test[user]))
-        total += len(set(top.tolist()) & set(relevant[relevant > 0].tolist())) / len(test[user])
+    for start in range(0, len(users), 2048):  # (users, history, 1280) inputs: a chunk at a time
+        chunk = users[start : start + 2048]
+        recent = recent_rows(
+            [vocab.item_rows([e[0] for e in sorted(train.get(u, []), key=lambda e: e[3])]) for u in chunk],
+            length,
+        )
+        user_rows = np.array([vocab.user_row(u) for u in chunk], dtype=np.int32)
+        scores = model.user_tower(tf.gather(table, recent), recent, user_rows).numpy() @ items.T
+        for n, user in enumerate(chunk):
+            seen = vocab.item_rows([e[0] for e in train.get(user, [])])
+            scores[n, seen[seen > 0] - 1] = -np.inf
+            top = np.argpartition(-scores[n], k)[:k] + 1
+            relevant = vocab.item_rows(list(test[user]))
+            total += len(set(top.tolist()) & set(relevant[relevant > 0].tolist())) / len(test[user])
     return total / len(users)
 
 
