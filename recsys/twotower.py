@@ -35,8 +35,7 @@ class TwoTowerConfig:
 
     Defaults measured on MovieLens posters (temporal and cold-item splits, README): recent
     history (20 items) weighted towards the latest (half-life 5 items), small batches, centred
-    image inputs and a softer softmax did best together on the validation events. The other
-    options measured no better there and are off.
+    image inputs and a softer softmax did best together on the validation events.
 
     Attributes:
         dim: Output dimension of both towers.
@@ -57,18 +56,6 @@ class TwoTowerConfig:
         history_length: Most recent distinct items a history keeps.
         recency_half_life: The history's image mean weighs an item by 0.5 ** (its age in items /
             this), the latest item 1; 0 weighs every item alike.
-        last_item: Also feed the latest item's image to the user tower (what comes next follows
-            what was just seen more than the whole history's mean says).
-        shared_dim: Width of a linear map of the image shared by both towers, whose cosine is
-            mixed into the score with a learned weight: the average profile's score, learned
-            (it carries over to new items, which the towers' MLPs may fit less well); 0 for none.
-        item_bias: Give each item a learned bias (from its image, plus its id), as one more
-            dimension that meets a constant 1 in the user vector: unit vectors alone cannot say
-            that an item is likely for everyone.
-        dropout: Dropout after each tower's hidden layer, in training.
-        plain_mean: With ``recency_half_life``, feed the plain mean too (long-term taste).
-        uniform_negatives: Items drawn uniformly from the catalogue per batch, as negatives beside
-            the in-batch ones (which are all popular-weighted); 0 for in-batch only.
         holdout: Share of each user's latest events kept out of training entirely, for an honest
             `recsys evaluate` on the same temporal split (0: production, train on everything).
         cold_share: Share of the catalogue (chosen with ``seed``, as the cold-item split does) left
@@ -94,12 +81,6 @@ class TwoTowerConfig:
     logq: bool = True
     history_length: int = 20
     recency_half_life: float = 5.0
-    last_item: bool = False
-    plain_mean: bool = False
-    uniform_negatives: int = 0
-    shared_dim: int = 0
-    item_bias: bool = False
-    dropout: float = 0.0
     holdout: float = 0.0
     cold_share: float = 0.0
     id_dropout: float = 0.0
@@ -126,13 +107,8 @@ class TrainReport:
 # --- the model -----------------------------------------------------------------------------
 
 
-def build_model(
-    image_table: np.ndarray, n_users: int, config: TwoTowerConfig, frequency: np.ndarray | None = None
-):
-    """A ``tfrs.Model`` over a frozen image table (row 0 = padding / unknown, rows 1.. = items).
-
-    ``frequency``: each row's share of the training targets (for the logQ correction of mixed
-    negatives; not needed to serve)."""
+def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
+    """A ``tfrs.Model`` over a frozen image table (row 0 = padding / unknown, rows 1.. = items)."""
     import tensorflow as tf
     import tensorflow_recommenders as tfrs
     import tf_keras as keras
@@ -143,25 +119,12 @@ def build_model(
         def __init__(self) -> None:
             super().__init__()
             self.image_table = tf.constant(image_table, dtype=tf.float32)
-            if frequency is None:
-                self.frequency = tf.zeros((image_table.shape[0],), tf.float32)
-            else:  # how often a row is a candidate: as a batch's target, or drawn uniformly
-                share = config.uniform_negatives / config.batch_size / max(n_items, 1)
-                self.frequency = tf.constant(frequency + share, dtype=tf.float32)
             self.item_mlp = keras.Sequential(
-                [
-                    keras.layers.Dense(config.hidden, activation="relu"),
-                    keras.layers.Dropout(config.dropout),
-                    keras.layers.Dense(config.dim),
-                ],
+                [keras.layers.Dense(config.hidden, activation="relu"), keras.layers.Dense(config.dim)],
                 name="item_mlp",
             )
             self.user_mlp = keras.Sequential(
-                [
-                    keras.layers.Dense(config.hidden, activation="relu"),
-                    keras.layers.Dropout(config.dropout),
-                    keras.layers.Dense(config.dim),
-                ],
+                [keras.layers.Dense(config.hidden, activation="relu"), keras.layers.Dense(config.dim)],
                 name="user_mlp",
             )
             self.item_id = (
@@ -175,96 +138,52 @@ def build_model(
                 if config.history_ids
                 else None
             )
-            self.shared = (
-                keras.layers.Dense(config.shared_dim, use_bias=False, name="shared")
-                if config.shared_dim
-                else None
-            )
-            self.shared_weight = tf.Variable(1.0, name="shared_weight") if config.shared_dim else None
-            self.image_bias = keras.layers.Dense(1, name="image_bias") if config.item_bias else None
-            self.id_bias = (
-                keras.layers.Embedding(n_items + 1, 1, embeddings_initializer="zeros", name="id_bias")
-                if config.item_bias and config.item_ids
-                else None
-            )
             self.task = tfrs.tasks.Retrieval(temperature=config.temperature, remove_accidental_hits=True)
 
-        def join(self, tower, image):
-            """The tower's vector, beside the shared linear map of the image (both unit length;
-            the score is a learned mix of the two cosines)."""
-            tower = tf.math.l2_normalize(tower, axis=-1)
-            if self.shared is None:
-                return tower
-            w = self.shared_weight
-            shared = w * tf.math.l2_normalize(self.shared(image), axis=-1)
-            return tf.concat([tower, shared], axis=-1) / tf.sqrt(1.0 + w * w)
-
-        def item_tower(self, image_vectors, id_rows, training=False):
-            x = self.item_mlp(image_vectors, training=training)
+        def item_tower(self, image_vectors, id_rows):
+            x = self.item_mlp(image_vectors)
             if self.item_id is not None:
                 x = x + self.item_id(id_rows)
-            x = self.join(x, image_vectors)
-            if self.image_bias is None:
-                return x
-            bias = self.image_bias(image_vectors)  # how likely anyone picks it, from pixels (and id)
-            if self.id_bias is not None:
-                bias = bias + self.id_bias(id_rows)
-            return tf.concat([x, bias], axis=-1)
+            return tf.math.l2_normalize(x, axis=-1)
 
-        def user_tower(self, history_vectors, history_rows, user_rows, training=False):
+        def user_tower(self, history_vectors, history_rows, user_rows):
             """``history_vectors``: (B, H, D) image inputs of the history rows (oldest first,
             zero-padded after the latest), taken from the caller so that items the vocabulary
             does not know (added after training) still count by their pixels."""
-            features = self.history_features(history_vectors, history_rows)
-            x = self.user_mlp(features, training=training)
+            x = self.user_mlp(self.history_mean(history_vectors))
             if self.history_id is not None:  # the mean id embedding of the history (row 0: padding)
                 mask = tf.cast(history_rows > 0, tf.float32)[..., None]
                 ids = tf.reduce_sum(self.history_id(history_rows) * mask, axis=1)
                 x = x + ids / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
             if self.user_id is not None:
                 x = x + self.user_id(user_rows)
-            x = self.join(x, features[:, : self.image_table.shape[1]])  # the mean image
-            if self.image_bias is None:
-                return x
-            return tf.concat([x, tf.ones_like(x[:, :1])], axis=-1)  # meets the item's bias
+            return tf.math.l2_normalize(x, axis=-1)
 
-        def history_features(self, vectors, history_rows):
-            present = tf.cast(tf.reduce_any(vectors != 0, axis=-1), tf.float32)  # (B, H)
-            count = tf.reduce_sum(present, axis=1, keepdims=True)
-            age = count - 1.0 - tf.range(tf.shape(vectors)[1], dtype=tf.float32)[None, :]
+        def history_mean(self, vectors):
+            """The history's image mean, the latest items weighing most (``recency_half_life``)."""
+            present = tf.cast(tf.reduce_any(vectors != 0, axis=-1), tf.float32)  # (B, H); 0: padding
             weights = present
             if config.recency_half_life > 0:
+                count = tf.reduce_sum(present, axis=1, keepdims=True)
+                age = count - 1.0 - tf.range(tf.shape(vectors)[1], dtype=tf.float32)[None, :]
                 weights = weights * tf.pow(0.5, tf.maximum(age, 0.0) / config.recency_half_life)
             total = tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-9)
-            views = [tf.reduce_sum(vectors * weights[..., None], axis=1) / total]
-            if config.recency_half_life > 0 and config.plain_mean:  # long-term taste beside recent
-                views.append(tf.reduce_sum(vectors * present[..., None], axis=1) / tf.maximum(count, 1.0))
-            if config.last_item:
-                latest = tf.cast(tf.equal(age, 0.0), tf.float32) * present
-                views.append(tf.reduce_sum(vectors * latest[..., None], axis=1))
-            return views[0] if len(views) == 1 else tf.concat(views, axis=-1)
+            return tf.reduce_sum(vectors * weights[..., None], axis=1) / total
 
         def compute_loss(self, features, training=False):
             history = features["history"]
-            users = self.user_tower(
-                tf.gather(self.image_table, history), history, features["user"], training=training
-            )
-            candidates = features["item"]
-            probability = features["probability"]
-            if config.uniform_negatives > 0:  # mixed negatives (Yang et al. 2020)
-                extra = tf.random.uniform((config.uniform_negatives,), 1, n_items + 1, dtype=tf.int32)
-                candidates = tf.concat([candidates, extra], axis=0)
-                probability = tf.gather(self.frequency, candidates)
-            id_rows = candidates
+            users = self.user_tower(tf.gather(self.image_table, history), history, features["user"])
+            id_rows = features["item"]
             if training and config.id_dropout > 0:  # some items must be recognised by pixels alone
                 dropped = tf.random.uniform(tf.shape(id_rows)) < config.id_dropout
                 id_rows = tf.where(dropped, tf.zeros_like(id_rows), id_rows)
-            items = self.item_tower(tf.gather(self.image_table, candidates), id_rows, training=training)
+            items = self.item_tower(tf.gather(self.image_table, features["item"]), id_rows)
+            probability = features["probability"] if config.logq else None
             return self.task(
                 users,
                 items,
-                candidate_ids=candidates,
-                candidate_sampling_probability=probability if config.logq else None,
+                candidate_ids=features["item"],
+                candidate_sampling_probability=probability,
                 compute_metrics=False,
             )
 
@@ -393,7 +312,6 @@ def train(
         import dataclasses
 
         keys = ("dim", "hidden", "item_ids", "user_ids", "history_ids", "history_length")
-        keys += ("last_item", "plain_mean", "shared_dim", "item_bias")
         shape = {k: previous.params.get(k, False) for k in keys}
         config = dataclasses.replace(config, **shape)
 
@@ -434,8 +352,7 @@ def train(
     inputs = image_inputs(raw, center)
     image_table = np.vstack([np.zeros((1, raw.shape[1]), np.float32), inputs[trained]]).astype(np.float32)
     tf.keras.utils.set_random_seed(config.seed)
-    counts = np.bincount(examples["item"], minlength=len(image_table)).astype(np.float32)
-    model = build_model(image_table, len(vocab.users), config, counts / max(counts.sum(), 1.0))
+    model = build_model(image_table, len(vocab.users), config)
     model.center = center
     if previous is not None:
         _warm_start(model, vocab, workspace, previous, log)
@@ -546,7 +463,8 @@ def load(workspace, version: int | None = None):
     folder = registry.path_of(workspace, row)
     if not (folder / "weights.weights.h5").is_file():
         raise RecsysError(f"two-tower v{row.version}: model files missing in {folder}")
-    config = TwoTowerConfig(**json.loads((folder / "config.json").read_text()))
+    saved = json.loads((folder / "config.json").read_text())
+    config = TwoTowerConfig(**{"recency_half_life": 0.0, **saved})  # older versions: the plain mean
     vocab = Vocabulary(np.load(folder / "item_ids.npy"), json.loads((folder / "users.json").read_text()))
     with workspace.session() as s:
         ids, raw = store.load_embeddings(s, row.base_model)

@@ -73,7 +73,7 @@ def test_the_history_mean_leans_towards_the_latest_items():
     config = dataclasses.replace(SMALL, recency_half_life=1.0)
     model = build_model(table, 1, config)
     rows = np.array([[3, 1, 4, 0, 0]], np.int32)  # oldest first, then padding
-    got = model.history_features(table[rows], rows).numpy()[0]
+    got = model.history_mean(table[rows]).numpy()[0]
     expected = (0.25 * table[3] + 0.5 * table[1] + 1.0 * table[4]) / 1.75
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
