@@ -151,7 +151,7 @@ class ImpressionLog:
 
     def _write(self, rows: list[dict]) -> None:
         def transaction() -> None:
-            with self.workspace.engine.begin() as conn:
+            with self.workspace.writing(), self.workspace.engine.begin() as conn:
                 conn.execute(insert(store.Impression), rows)
 
         store.retry_on_busy(transaction)

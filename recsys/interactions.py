@@ -192,7 +192,8 @@ def record(
             report.rejected.append((str(n), str(exc)))
     if not good:
         return report
-    missing = {e.item for _, e in good} - known.items.keys()
+    # membership per event, never `set - dict.keys()`: that walks the whole catalogue each call
+    missing = {e.item for _, e in good if e.item not in known.items}
     if missing:
         with workspace.engine.connect() as conn:
             known.remember(known.items, store.item_ids(conn, missing))
@@ -223,9 +224,9 @@ def _write(
     """
     events = [e for _, e in numbered]
     now = store.utcnow()
-    new_users = sorted({e.user for e in events} - known.users.keys())
+    new_users = sorted({e.user for e in events if e.user not in known.users})
     found: dict[str, int] = {}
-    with workspace.engine.begin() as conn:
+    with workspace.writing(), workspace.engine.begin() as conn:
         if new_users:
             # A write first, so SQLite takes the write lock before this transaction reads anything.
             rows = [{"key": u, "created_at": now} for u in new_users]

@@ -32,6 +32,7 @@ class Workspace:
         if migrate:
             store.migrate(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.writing = store.WriteGate(self.engine)  # `with workspace.writing():` around hot writes
 
     def session(self) -> Session:
         return self._sessions()

@@ -17,7 +17,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tests.conftest import BUNDLED, bearer, cli_env, db_rows, make_token, running_server, save_figures
+from tests.conftest import (
+    BUNDLED,
+    bearer,
+    cli_env,
+    db_rows,
+    make_token,
+    running_server,
+    save_figures,
+    sqlite_only,
+)
 
 API_WRITERS, CLI_WRITERS, EVENTS_PER_WRITER = 8, 8, 1000
 CLI_CHUNKS = 4  # `recsys record --csv` runs per CLI writer (plus one repeated chunk)
@@ -163,3 +172,49 @@ def test_16_writers_through_api_and_cli_store_every_event_exactly_once(embedded_
     assert summary["cli_stored"] + summary["cli_duplicates_reported"] == sent_cli
     if summary["api_retries_after_errors"] == 0:  # (a retried request may find its first try stored)
         assert summary["api_stored"] + summary["cli_stored"] == len(expected)
+
+
+@sqlite_only
+def test_the_write_gate_admits_one_writer_at_a_time_across_forked_workers(tmp_path):
+    """The serving writers queue at the gate instead of polling SQLite's lock; a forked worker
+    (gunicorn's) gets a gate of its own that still excludes its parent."""
+    import multiprocessing
+
+    from recsys.settings import Settings
+    from recsys.workspace import Workspace
+
+    ws = Workspace(Settings(home=tmp_path / "home"))
+    with ws.writing():  # the parent opens the gate's file before the fork, as gunicorn's parent does
+        pass
+    entered = multiprocessing.get_context("fork").Value("d", 0.0)
+
+    def child() -> None:
+        with ws.writing():
+            entered.value = time.time()
+
+    with ws.writing():
+        worker = multiprocessing.get_context("fork").Process(target=child)
+        worker.start()
+        time.sleep(0.5)
+        assert entered.value == 0.0, "a forked worker wrote while the parent held the gate"
+        released = time.time()
+    worker.join(10)
+    assert worker.exitcode == 0 and entered.value >= released
+
+    order: list[str] = []
+    holding = threading.Event()
+
+    def thread() -> None:
+        holding.wait()
+        with ws.writing():
+            order.append("thread")
+
+    other = threading.Thread(target=thread)
+    other.start()
+    with ws.writing():
+        holding.set()
+        time.sleep(0.2)
+        order.append("main")
+    other.join(10)
+    assert order == ["main", "thread"]
+    ws.close()

@@ -181,3 +181,30 @@ def test_titles_are_html_escaped(client, app):
     start_fresh(client)
     click(client, TULIP)
     assert b"<script>alert" not in client.get("/you").data
+
+
+def test_every_request_thread_of_the_server_searches_with_one_openmp_thread(embedded_copy):
+    """OpenMP's thread count belongs to the thread that sets it: set once at start, request threads
+    kept faiss's default (every core), and its spinning threads fought the other requests."""
+    import os
+    import threading
+
+    import faiss
+
+    from web.server import make_app
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("with one core every thread already searches with one")
+    app = make_app(settings_for(embedded_copy), demo=False, models=False)
+    seen: list[int] = []
+
+    def request_thread() -> None:
+        assert app.test_client().get("/api/health").status_code == 200
+        seen.append(faiss.omp_get_max_threads())
+
+    thread = threading.Thread(target=request_thread)
+    thread.start()
+    thread.join(60)
+    app.extensions["recsys"].workspace.close()
+    faiss.omp_set_num_threads(os.cpu_count() or 1)  # the rest of the tests: as before
+    assert seen == [1]
