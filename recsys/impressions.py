@@ -18,13 +18,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 
 from recsys import store
 from recsys.errors import RecsysError
 
 #: What a request id looks like (``new_request_id`` makes 32 hex digits; callers may send their own).
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,32}")
+
+
+_INSERT = store.BulkInsert(
+    store.Impression.__table__,
+    ["request_id", "user_key", "item_id", "position", "strategy", "experiment", "arm", "shown_at"],
+)
 
 
 def new_request_id() -> str:
@@ -150,9 +156,11 @@ class ImpressionLog:
             time.sleep(0)  # let a waiting request thread run between commits
 
     def _write(self, rows: list[dict]) -> None:
+        prepared = _INSERT.prepare(self.workspace.engine, rows)  # before the write lock, not in it
+
         def transaction() -> None:
             with self.workspace.writing(), self.workspace.engine.begin() as conn:
-                conn.execute(insert(store.Impression), rows)
+                _INSERT.execute(conn, prepared)
 
         store.retry_on_busy(transaction)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import os
 import re
 import threading
@@ -27,17 +28,20 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
     bindparam,
     create_engine,
     event,
+    insert,
     select,
     text,
 )
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql.elements import TextClause
 
 from recsys.errors import RecsysError
 
@@ -461,6 +465,58 @@ class WriteGate:
                 yield
             finally:
                 fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+class BulkInsert:
+    """Many rows into one table as one statement, prepared before the write lock is taken.
+
+    An ``executemany`` steps SQLite once per row, and Python's sqlite3 lets go of the GIL around
+    every step: in a busy server each row then waits its turn for the GIL again while the
+    transaction holds SQLite's only write lock (measured: 50 impression rows held it 5.6 ms at the
+    median, 35 ms at p99, with event inserts queued behind). On SQLite the rows travel instead as
+    one JSON array that one ``INSERT ... SELECT FROM json_each`` unpacks inside SQLite, values
+    already converted by each column's own type: one step, one wait (three paired 10k-item load
+    runs, events p99 54.9, 42.3, 50.0 ms before, 48.0, 39.4, 39.2 after). Other databases take
+    SQLAlchemy's executemany.
+
+    Args:
+        table: The table the rows go into.
+        columns: The keys every row has, in the order the statement binds them.
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.table = table
+        self.columns = list(columns)
+
+    def prepare(self, conn_or_engine: Connection | Engine, rows: Sequence[dict]) -> Any:
+        """What ``execute`` takes: for SQLite one JSON text, elsewhere the rows as they are."""
+        dialect = conn_or_engine.dialect
+        if dialect.name != "sqlite":
+            return list(rows)
+        convert = [
+            (name, self.table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or _same)
+            for name in self.columns
+        ]
+        return json.dumps(
+            [[None if row[name] is None else fn(row[name]) for name, fn in convert] for row in rows]
+        )
+
+    def execute(self, conn: Connection, prepared: Any) -> None:
+        if isinstance(prepared, list):
+            if prepared:
+                conn.execute(insert(self.table), prepared)
+            return
+        conn.execute(self._sqlite_statement, {"rows": prepared})
+
+    @functools.cached_property
+    def _sqlite_statement(self) -> TextClause:
+        names = ", ".join(f'"{name}"' for name in self.columns)
+        values = ", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(self.columns)))
+        return text(f'INSERT INTO "{self.table.name}" ({names}) SELECT {values} FROM json_each(:rows)')
 
 
 @functools.cache

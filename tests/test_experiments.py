@@ -199,6 +199,39 @@ def test_the_background_log_commits_in_batches_without_losing_rows(workspace):
     assert len(_impressions(workspace)) == 3000 and log.dropped == 0
 
 
+def test_impressions_written_in_one_statement_read_back_as_sqlalchemy_writes_them(workspace):
+    """The bulk path (one JSON array on SQLite) stores the same values, types and clock as a plain
+    SQLAlchemy insert of the same rows: nulls, integers, strings, and UTC timestamps."""
+    from recsys.catalog import ingest
+    from recsys.impressions import _INSERT, Shown
+
+    ingest(workspace, BUNDLED / "rose", progress=False)
+    with workspace.session() as s:
+        ids = list(s.scalars(select(store.Item.id)))[:3]
+    at = store.utcnow().replace(microsecond=123456)
+    bulk = Shown("bulk0001", None, ids, "average", "exp 'a'", "two-tower", at).rows()
+    plain = Shown("plain001", 'ana "q" é', ids[::-1], "popular", None, None, at).rows()
+    with workspace.engine.begin() as conn:
+        _INSERT.execute(conn, _INSERT.prepare(workspace.engine, bulk + plain[:0]))
+        conn.execute(insert(store.Impression), plain)
+        _INSERT.execute(conn, _INSERT.prepare(workspace.engine, []))  # nothing to write: no error
+    columns = _INSERT.columns
+    with workspace.engine.connect() as conn:
+        stored = conn.execute(select(*(store.Impression.__table__.c[c] for c in columns))).all()
+        if conn.dialect.name == "sqlite":  # same storage classes and text, not only equal values
+            kinds = conn.exec_driver_sql(
+                "SELECT request_id, typeof(item_id), typeof(position), typeof(user_key), shown_at "
+                "FROM impressions ORDER BY id"
+            ).all()
+            assert {k[1:4] for k in kinds if k[0] == "bulk0001"} == {("integer", "integer", "null")}
+            assert {k[4] for k in kinds} == {k[4] for k in kinds if k[0] == "plain001"}
+    by_request = {}
+    for row in stored:
+        by_request.setdefault(row[0], []).append(dict(zip(columns, row, strict=True)))
+    for written, rows in ((bulk, by_request["bulk0001"]), (plain, by_request["plain001"])):
+        assert [{**r, "shown_at": store.as_utc(r["shown_at"])} for r in rows] == written
+
+
 def test_old_impressions_are_pruned_and_recent_ones_kept(embedded_copy):
     with Workspace(settings_for(embedded_copy)) as ws:
         with ws.session() as s:
