@@ -324,11 +324,16 @@ class Recommender:
         event_ = Event(user, item, event, at, weight, event_key, request_id)
         return record(self.workspace, [event_], known=self._known)
 
-    def remember_item_keys(self) -> None:
-        """Look up every item's id once, so recording an event needs no lookup (serving)."""
+    def remember_items(self) -> None:
+        """Look up every item's id, key, label and title once (serving): recording an event then
+        needs no lookup, and describing a list no query (at 100,000 items most lists had an item
+        not described yet, and its ORM query was 8% of a worker's time)."""
         with self.workspace.engine.connect() as conn:
-            found = dict(conn.execute(select(store.Item.key, store.Item.id)).all())
-        self._known.remember(self._known.items, found)
+            rows = conn.execute(
+                select(store.Item.id, store.Item.key, store.Item.label, store.Item.title)
+            ).all()
+        self._known.remember(self._known.items, {r[1]: r[0] for r in rows})
+        self._info_cache.update({r[0]: (r[1], r[2], r[3]) for r in rows})
 
     def user_exists(self, user: str) -> bool:
         user = user_key(user)

@@ -49,6 +49,37 @@ def test_five_tulip_views_give_mostly_tulips_then_roses_show_at_once(ws):
     assert sum(r.because.startswith("rose/") for r in roses) > len(roses) / 2
 
 
+def test_a_warmed_recommender_describes_lists_without_querying_the_items(ws):
+    """Serving warms every item's key, label and title once; a list then costs no item query
+    (at 100,000 items that query ran on most requests), and an item added later is still found."""
+    from sqlalchemy import event
+
+    rec = Recommender(ws, log=None)
+    for key in keys("tulip", 3):
+        rec.record("ana", key)
+    rec.record("bob", keys("rose", 1)[0])
+    rec.recommend("bob", 3)  # vectors, index and catalogue loaded; three roses described
+    rec.remember_items()
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    event.listen(ws.engine, "before_cursor_execute", seen)
+    try:
+        listed = rec.recommend("ana", 10)
+        history = rec.history("ana")
+    finally:
+        event.remove(ws.engine, "before_cursor_execute", seen)
+    assert len(listed.items) == 10 and all(r.key and r.label for r in listed.items)
+    assert len(history) == 3 and all(h.key.startswith("tulip/") for h in history)
+    assert not [q for q in statements if "FROM items" in q], statements
+    with ws.session() as s, s.begin():
+        s.add(store.Item(key="late/arrival", image_path="x.jpg", label="late", title="Late"))
+    late = ws.session().scalar(select(store.Item.id).where(store.Item.key == "late/arrival"))
+    assert rec._describe([(late, 1.0)])[0].key == "late/arrival"  # filled on a miss
+
+
 def test_seen_items_are_never_returned_even_when_k_reaches_the_catalogue(ws):
     rec = Recommender(ws, log=None)
     seen = keys("daisy", 6) + keys("sunflower", 6)

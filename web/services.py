@@ -47,7 +47,7 @@ class Services:
         """
         r = self.rec()
         r.catalogue()
-        r.remember_item_keys()
+        r.remember_items()
         popular = r.popular(1)
         if popular:
             history = [(popular[0].item_id, "view", None, store.utcnow())]
