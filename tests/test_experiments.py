@@ -209,22 +209,23 @@ def test_impressions_written_in_one_statement_read_back_as_sqlalchemy_writes_the
     with workspace.session() as s:
         ids = list(s.scalars(select(store.Item.id)))[:3]
     at = store.utcnow().replace(microsecond=123456)
-    bulk = Shown("bulk0001", None, ids, "average", "exp 'a'", "two-tower", at).rows()
-    plain = Shown("plain001", 'ana "q" é', ids[::-1], "popular", None, None, at).rows()
+    bulk = Shown("bulk0001", 'ana "q" é', ids, "average", None, None, at).rows()
+    plain = Shown("plain001", None, ids[::-1], "popular", "exp 'a'", "two-tower", at).rows()
     with workspace.engine.begin() as conn:
-        _INSERT.execute(conn, _INSERT.prepare(workspace.engine, bulk + plain[:0]))
+        _INSERT.execute(conn, _INSERT.prepare(workspace.engine, bulk))
         conn.execute(insert(store.Impression), plain)
         _INSERT.execute(conn, _INSERT.prepare(workspace.engine, []))  # nothing to write: no error
     columns = _INSERT.columns
     with workspace.engine.connect() as conn:
-        stored = conn.execute(select(*(store.Impression.__table__.c[c] for c in columns))).all()
+        table = store.Impression.__table__
+        stored = conn.execute(select(*(table.c[c] for c in columns)).order_by(table.c.id)).all()
         if conn.dialect.name == "sqlite":  # same storage classes and text, not only equal values
             kinds = conn.exec_driver_sql(
-                "SELECT request_id, typeof(item_id), typeof(position), typeof(user_key), shown_at "
-                "FROM impressions ORDER BY id"
+                "SELECT request_id, typeof(item_id), typeof(position), typeof(user_key), "
+                "typeof(experiment), shown_at FROM impressions ORDER BY id"
             ).all()
-            assert {k[1:4] for k in kinds if k[0] == "bulk0001"} == {("integer", "integer", "null")}
-            assert {k[4] for k in kinds} == {k[4] for k in kinds if k[0] == "plain001"}
+            assert {k[1:5] for k in kinds if k[0] == "bulk0001"} == {("integer", "integer", "text", "null")}
+            assert {k[5] for k in kinds} == {k[5] for k in kinds if k[0] == "plain001"}
     by_request = {}
     for row in stored:
         by_request.setdefault(row[0], []).append(dict(zip(columns, row, strict=True)))
