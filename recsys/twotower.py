@@ -1,8 +1,9 @@
 """Two-tower retrieval model (TensorFlow Recommenders), fine-tuned on the interaction logs.
 
 Item tower: a small MLP over the frozen 1280-d image embedding, plus a learned item-id embedding
-whose row 0 is the out-of-vocabulary bucket, so an item added after training still gets a vector
-from its pixels alone. User tower: an MLP over the recency-weighted mean image embedding of the
+whose row 0 is the out-of-vocabulary bucket. An item added after training (no id row) borrows the
+vectors of the known items it looks most like (``borrowed_vectors``), so it is served without
+retraining. User tower: an MLP over the recency-weighted mean image embedding of the
 user's recent history, plus optional user-id and history-id embeddings (row 0 again for unknowns).
 Both outputs are L2-normalised; the loss is TFRS's in-batch softmax retrieval task with a
 temperature, the logQ correction and accidental hits removed.
@@ -62,6 +63,11 @@ class TwoTowerConfig:
             out of training entirely: their events, and their id rows (they use the unknown row).
         id_dropout: Chance that a training example's item-id row is swapped for the unknown row,
             so the image path learns to stand alone for items added later.
+        new_item_neighbours: An item without an id row (added after training, or new in the
+            cold-item split) gets the softmax-weighted mean of the item vectors of this many known
+            items nearest to it by image (cosine of the centred image vectors), re-normalised; 0:
+            its vector comes from pixels alone, through the item MLP and the unknown id row.
+        new_item_temperature: Softmax temperature over those image cosines.
         val_fraction: Share of each user's latest remaining events used for early stopping.
         min_events: Users with fewer events are training-only (as in the evaluation split).
         seed: Seed of initialisation and shuffling.
@@ -84,6 +90,8 @@ class TwoTowerConfig:
     holdout: float = 0.0
     cold_share: float = 0.0
     id_dropout: float = 0.0
+    new_item_neighbours: int = 100
+    new_item_temperature: float = 0.1
     val_fraction: float = 0.1
     min_events: int = 3
     seed: int = 0
@@ -188,6 +196,7 @@ def build_model(image_table: np.ndarray, n_users: int, config: TwoTowerConfig):
             )
 
     model = TwoTower()
+    model.config = config
     model.history_length = config.history_length
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
     # build every layer once so weights exist (for saving, loading and warm starts)
@@ -489,11 +498,39 @@ def image_inputs(raw: np.ndarray, center: np.ndarray | None) -> np.ndarray:
     return center_and_normalise(raw, center)
 
 
+def borrowed_vectors(
+    images: np.ndarray, known_images: np.ndarray, known_vectors: np.ndarray, k: int, temperature: float
+) -> np.ndarray:
+    """Item vectors for items the model has no id row for: the softmax-weighted (cosine of the
+    images / ``temperature``) mean of the vectors of the ``k`` known items they look most like,
+    re-normalised.
+
+    Why not the item MLP alone: it is trained beside the id embeddings, which carry what the logs
+    say of each known item, so on an unseen image its output swings from one training run to the
+    next. Measured on MovieLens posters' cold-item split, recall@10 among new items (three
+    initialisations each): new-item draw 0, 0.0381 -> 0.0473; draws 1 and 2 together (where k and
+    the temperature were chosen), 0.0403 -> 0.0415; and no run near random any more (0.0236 was).
+    """
+    from recsys.index import exact_search
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+    known_images = unit(known_images)
+    out = np.zeros((len(images), known_vectors.shape[1]), np.float32)
+    for start in range(0, len(images), 1024):
+        scores, rows = exact_search(known_images, unit(images[start : start + 1024]), k)
+        weights = np.exp((scores - scores[:, :1]) / temperature)  # best first: a stable softmax
+        weights /= weights.sum(axis=1, keepdims=True)
+        out[start : start + len(rows)] = np.einsum("nk,nkd->nd", weights, known_vectors[rows])
+    return unit(out)
+
+
 class TowerServer:
     """Serving side of one version: item vectors for every embedded item, user vectors on demand.
 
-    Items unknown to the version (added after training) get their vector from pixels alone (the
-    out-of-vocabulary id row), so they are served without retraining.
+    Items unknown to the version (added after training) borrow the vectors of the known items
+    they look most like (``borrowed_vectors``), so they are served without retraining.
     """
 
     def __init__(self, workspace, version: int | None = None) -> None:
@@ -510,7 +547,19 @@ class TowerServer:
         out = []
         for start in range(0, len(ids), 4096):
             out.append(self.model.item_tower(raw[start : start + 4096], rows[start : start + 4096]).numpy())
-        return np.vstack(out) if out else np.zeros((0, self.model.item_mlp.layers[-1].units), np.float32)
+        if not out:
+            return np.zeros((0, self.model.item_mlp.layers[-1].units), np.float32)
+        vectors = np.vstack(out)
+        unknown, config = rows == 0, self.model.config
+        if config.new_item_neighbours > 0 and unknown.any() and not unknown.all():
+            vectors[unknown] = borrowed_vectors(
+                raw[unknown],
+                raw[~unknown],
+                vectors[~unknown],
+                config.new_item_neighbours,
+                config.new_item_temperature,
+            )
+        return vectors
 
     def user_vectors(self, histories: list[np.ndarray], users: list[str | None]) -> np.ndarray:
         """User-tower vectors of histories given as distinct item ids, oldest first (items without

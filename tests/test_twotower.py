@@ -16,7 +16,7 @@ from recsys.evaluate import load_history, temporal_split
 from recsys.index import ItemIndex
 from recsys.recommend import Recommender
 from recsys.simulate import SimulationConfig, simulate
-from recsys.twotower import TwoTowerConfig, load, recall_at_k, train
+from recsys.twotower import TwoTowerConfig, borrowed_vectors, load, recall_at_k, train
 from recsys.workspace import Workspace
 from tests.conftest import BUNDLED, copy_home, one_line_error, run_cli, settings_for
 
@@ -78,6 +78,20 @@ def test_the_history_mean_leans_towards_the_latest_items():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_new_item_borrows_the_vectors_of_the_known_items_it_looks_like():
+    known_images = np.array([[1, 0, 0], [0.8, 0.6, 0], [0, 0, 1]], np.float32)
+    known_vectors = np.array([[1, 0], [0, 1], [-1, 0]], np.float32)
+    image = np.array([[2, 0, 0]], np.float32)  # cosine 1, 0.8 and 0 with the known images
+    # the two nearest, weighed exp(1 / 0.1) : exp(0.8 / 0.1), then re-normalised
+    w = np.array([1.0, np.exp(-2.0)]) / (1 + np.exp(-2.0))
+    expected = w[0] * known_vectors[0] + w[1] * known_vectors[1]
+    got = borrowed_vectors(image, known_images, known_vectors, 2, 0.1)
+    np.testing.assert_allclose(got[0], expected / np.linalg.norm(expected), atol=1e-6)
+    np.testing.assert_allclose(borrowed_vectors(image, known_images, known_vectors, 1, 0.1)[0], [1, 0])
+    # a cooler softmax leans further towards the nearest
+    assert borrowed_vectors(image, known_images, known_vectors, 2, 0.05)[0][0] > got[0][0]
+
+
 def test_validation_recall_beats_random(trained_home):
     with Workspace(settings_for(trained_home)) as ws:
         model, vocab, row = load(ws)
@@ -100,10 +114,11 @@ def test_serving_through_faiss_and_the_new_item_path(trained_home, tmp_path):
         assert len(result.items) == 10 and not seen & {r.key for r in result.items}
         assert all(r.because in seen for r in result.items)
         assert ItemIndex.load(ws.settings.index_dir, "two-tower-v1").meta.count == 200
-        # an item added after training gets a vector from pixels alone (OOV id row)
+        # an item added after training (no id row) borrows the vectors of the items it looks like
         extra = tmp_path / "new" / "daisy"
         extra.mkdir(parents=True)
-        shutil.copy(next((BUNDLED / "daisy").glob("*.jpg")), extra / "late-daisy.jpg")
+        source = next((BUNDLED / "daisy").glob("*.jpg"))
+        shutil.copy(source, extra / "late-daisy.jpg")
         ingest(ws, extra.parent, progress=False)
         embed_missing(ws, progress=False)
         fresh = Recommender(ws, log=None)
@@ -112,8 +127,19 @@ def test_serving_through_faiss_and_the_new_item_path(trained_home, tmp_path):
         assert ItemIndex.load(ws.settings.index_dir, "two-tower-v1").meta.count == 201
         with ws.session() as s:
             new_id = s.scalar(select(store.Item.id).where(store.Item.key == "daisy/late-daisy"))
+            source_id = s.scalar(select(store.Item.id).where(store.Item.key == f"daisy/{source.stem}"))
         vector = space.matrix[space.rows([new_id])[0]]
         assert np.isfinite(vector).all() and abs(np.linalg.norm(vector) - 1) < 1e-5
+        # the same photo, known to the model, is among the items nearest to the newcomer
+        nearest = space.ids[np.argsort(-(space.matrix @ vector))[:3]]
+        assert source_id in nearest.tolist()
+        server = fresh.strategy("two-tower").server
+        known = server.vocab.item_rows(server.ids) > 0
+        assert known.sum() == 200 and not known[space.rows([new_id])[0]]
+        expected = borrowed_vectors(
+            server.raw[space.rows([new_id])], server.raw[known], space.matrix[known], 100, 0.1
+        )
+        np.testing.assert_allclose(vector, expected[0], atol=1e-5)
         fresh.record("late-fan", "daisy/late-daisy")
         assert fresh.recommend("late-fan", 5, strategy="two-tower").items
 
