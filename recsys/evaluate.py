@@ -108,6 +108,95 @@ def novelty(ranked: Sequence[int], item_users: dict[int, int], n_users: int) -> 
     return float(np.mean([-math.log2((item_users.get(i, 0) + 1) / (n_users + 1)) for i in ranked]))
 
 
+class ListMetrics:
+    """The metrics above for a batch of lists at once (array operations over users, not one
+    Python call per user, metric and cut-off); the functions above are the definitions, and a test
+    holds the two equal.
+
+    Args:
+        ks: Cut-offs.
+        ids: Item ids of ``matrix``'s rows, ascending (diversity: items without a row are skipped).
+        matrix: Unit vectors the diversity is measured in.
+        item_users: Training users per item (novelty).
+        n_users: Training users.
+    """
+
+    def __init__(
+        self, ks: Sequence[int], ids: np.ndarray, matrix: np.ndarray, item_users: dict[int, int], n_users: int
+    ) -> None:
+        self.ks = tuple(sorted(set(ks)))
+        self.ids, self.matrix = np.asarray(ids, dtype=np.int64), matrix
+        keys = np.array(sorted(item_users), dtype=np.int64)
+        self._novelty_keys = keys
+        self._novelty_values = -np.log2(
+            (np.array([item_users[k] for k in keys.tolist()]) + 1) / (n_users + 1)
+        )
+        self._unseen_novelty = -math.log2(1 / (n_users + 1))
+
+    def _lookup(self, keys: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``table``, found) for each of ``keys``."""
+        if len(table) == 0:
+            return np.zeros(keys.shape, np.int64), np.zeros(keys.shape, bool)
+        pos = np.minimum(np.searchsorted(table, keys), len(table) - 1)
+        return pos, table[pos] == keys
+
+    def score(self, lists: Sequence[Sequence[int]], relevant: Sequence[set[int]]) -> dict[str, np.ndarray]:
+        """Per-user values of every metric (keys like "recall@10", "mrr"), aligned with ``lists``."""
+        n, width = len(lists), max(max((len(x) for x in lists), default=0), 1)
+        ranked = np.full((n, width), -1, dtype=np.int64)
+        for row, items in enumerate(lists):
+            ranked[row, : len(items)] = items
+        present = ranked >= 0
+        if any(not r for r in relevant):
+            raise ValueError("a user without held-out items cannot be scored")
+        n_relevant = np.array([len(r) for r in relevant], dtype=np.float64)
+        wanted = np.concatenate([np.fromiter(r, np.int64, len(r)) for r in relevant])
+        owner = np.repeat(np.arange(n, dtype=np.int64), n_relevant.astype(np.int64))
+        span = int(max(ranked.max(initial=0), wanted.max(initial=0))) + 1
+        hits = np.isin(np.arange(n)[:, None] * span + ranked, owner * span + wanted) & present
+        discount = 1.0 / np.log2(np.arange(2, max(width, max(self.ks)) + 2))
+        ideal = np.cumsum(discount)
+        found_at = np.cumsum(hits, axis=1)
+        rows, valid = self._lookup(ranked, self.ids)
+        valid &= present
+        info_pos, known = self._lookup(ranked, self._novelty_keys)
+        information = np.where(
+            known, self._novelty_values[info_pos] if len(info_pos) else 0, self._unseen_novelty
+        )
+        information = np.where(present, information, 0.0)
+        out: dict[str, np.ndarray] = {}
+        sums = np.zeros((n, self.matrix.shape[1]), np.float64)
+        norms = np.zeros(n)
+        done = 0
+        for k in self.ks:
+            top = min(k, width)
+            h = hits[:, :top]
+            n_hits = h.sum(axis=1).astype(np.float64)
+            out[f"recall@{k}"] = n_hits / n_relevant
+            out[f"precision@{k}"] = n_hits / k
+            out[f"ndcg@{k}"] = (h * discount[:top]).sum(axis=1) / ideal[
+                np.minimum(n_relevant, k).astype(int) - 1
+            ]
+            precision_at = found_at[:, :top] / np.arange(1, top + 1)
+            out[f"map@{k}"] = (precision_at * h).sum(axis=1) / np.minimum(n_relevant, k)
+            out[f"hit_rate@{k}"] = (n_hits > 0).astype(np.float64)
+            for j in range(done, top):  # running sums of the vectors: pairwise cosines without pairs
+                at = valid[:, j]
+                v = self.matrix[rows[at, j]].astype(np.float64)
+                sums[at] += v
+                norms[at] += (v * v).sum(axis=1)
+            done = max(done, top)
+            count = valid[:, :top].sum(axis=1).astype(np.float64)
+            pairs = count * (count - 1)
+            similar = (sums * sums).sum(axis=1) - norms
+            out[f"diversity@{k}"] = np.where(pairs > 0, (pairs - similar) / np.maximum(pairs, 1), 0.0)
+            listed = present[:, :top].sum(axis=1)
+            out[f"novelty@{k}"] = information[:, :top].sum(axis=1) / np.maximum(listed, 1)
+        first = np.argmax(hits, axis=1)
+        out["mrr"] = np.where(hits.any(axis=1), 1.0 / (first + 1), 0.0)
+        return out
+
+
 def bootstrap_ci(values: Sequence[float], *, samples: int = 1000, seed: int = 0, level: float = 0.95):
     """Percentile bootstrap interval of the mean over users."""
     values = np.asarray(values, dtype=np.float64)
@@ -357,10 +446,10 @@ def evaluate(
         for item in {e[0] for e in events}:
             item_users[item] += 1
     space = recommender.space()
-    vectors = {int(i): space.matrix[r] for r, i in enumerate(space.ids)}
     catalogue = len(recommender.catalogue()) if split.candidates is None else len(split.candidates)
     n_users = len(split.train)
     k_max = max(ks)
+    scorer = ListMetrics(ks, space.ids, space.matrix, item_users, n_users)
     fallback = recommender.fitted("popular", split.train)
     results = []
     for strategy in strategies:
@@ -369,7 +458,7 @@ def evaluate(
             log(f"fitting {strategy} on the training events")
         fitted = fallback if strategy == "popular" else recommender.fitted(strategy, split.train, seed=seed)
         result = StrategyResult(strategy, params=_public_params(fitted))
-        metrics: dict[str, list[float]] = defaultdict(list)
+        metrics: dict[str, list[np.ndarray]] = defaultdict(list)
         shown: dict[int, set[int]] = {k: set() for k in ks}
         fell_back = 0
         for begin in tqdm(range(0, len(users), batch), desc=f"evaluate {strategy}", disable=not progress):
@@ -391,17 +480,12 @@ def evaluate(
                 )
                 for n, listing in zip(cold, backup, strict=True):
                     lists[n] = listing
-            for user, (hits, _) in zip(names, lists, strict=True):
-                ranked = [i for i, _ in hits or []]
-                relevant = split.test[user]
-                for k in ks:
-                    for name, value in ranking_metrics(ranked, relevant, k).items():
-                        metrics[f"{name}@{k}"].append(value)
-                    metrics[f"diversity@{k}"].append(intra_list_diversity(ranked[:k], vectors))
-                    metrics[f"novelty@{k}"].append(novelty(ranked[:k], item_users, n_users))
-                    shown[k].update(ranked[:k])
-                metrics["mrr"].append(reciprocal_rank(ranked, relevant))
-        result.per_user = dict(metrics)
+            ranked = [[i for i, _ in hits or []] for hits, _ in lists]
+            for name, values in scorer.score(ranked, [split.test[u] for u in names]).items():
+                metrics[name].append(values)
+            for k in ks:
+                shown[k].update(i for items in ranked for i in items[:k])
+        result.per_user = {name: np.concatenate(parts).tolist() for name, parts in metrics.items()}
         result.coverage = {k: len(shown[k]) / max(catalogue, 1) for k in ks}
         result.cold_users = fell_back
         result.ranks_new_items = not (split.candidates is not None and type(fitted).needs_interactions)

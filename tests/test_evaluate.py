@@ -119,6 +119,36 @@ def test_metrics_equal_brute_force_on_random_data():
         assert ev.ranking_metrics(ranked, relevant, k) == pytest.approx(_brute(ranked, relevant, k))
 
 
+def test_batched_list_metrics_equal_the_per_list_definitions():
+    """ListMetrics (what evaluate uses) against ranking_metrics, reciprocal_rank,
+    intra_list_diversity and novelty, list by list: short and empty lists, items without a vector,
+    items no training user had, several cut-offs."""
+    rng = np.random.default_rng(2)
+    n_items, ks = 80, (1, 5, 10, 30)
+    ids = np.arange(100, 100 + n_items)
+    matrix = rng.normal(size=(n_items, 6)).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    has_vector = ids[rng.random(n_items) < 0.8]  # the rest have no vector in the space
+    rows = np.searchsorted(ids, has_vector)
+    item_users = {int(i): int(rng.integers(1, 9)) for i in ids if rng.random() < 0.7}
+    scorer = ev.ListMetrics(ks, has_vector, matrix[rows], item_users, 40)
+    vectors = {int(i): matrix[r] for i, r in zip(has_vector, rows, strict=True)}
+    lists = [rng.permutation(ids)[: int(rng.integers(0, 35))].tolist() for _ in range(300)]
+    relevant = [set(rng.choice(ids, size=int(rng.integers(1, 12))).tolist()) for _ in lists]
+    got = scorer.score(lists, relevant)
+    for n, (ranked, wanted) in enumerate(zip(lists, relevant, strict=True)):
+        for k in ks:
+            for name, value in ev.ranking_metrics(ranked, wanted, k).items():
+                assert got[f"{name}@{k}"][n] == pytest.approx(value), (name, k, n)
+            assert got[f"diversity@{k}"][n] == pytest.approx(
+                ev.intra_list_diversity(ranked[:k], vectors), abs=1e-5
+            )
+            assert got[f"novelty@{k}"][n] == pytest.approx(ev.novelty(ranked[:k], item_users, 40))
+        assert got["mrr"][n] == pytest.approx(ev.reciprocal_rank(ranked, wanted))
+    with pytest.raises(ValueError):
+        scorer.score([[100]], [set()])
+
+
 def test_bootstrap_interval_and_paired_comparison():
     rng = np.random.default_rng(0)
     values = rng.random(400)
