@@ -24,6 +24,7 @@ from recsys.index import ItemIndex
 from recsys.interactions import Event, KnownIds, RecordReport, record, user_key
 from recsys.space import VectorSpace, center_and_normalise, explain, label_filter, mmr, retrieve
 from recsys.strategies import Catalogue, Context, Queries, Strategy
+from recsys.strategies.base import top_k_rows
 
 #: What a caller may ask for: every registered strategy, and "auto" (the evaluated best).
 STRATEGIES = ("auto", *strategies.REGISTRY)
@@ -666,34 +667,14 @@ def _top_dense(
         base |= ~np.array([bool(allowed(label)) for label in labels], dtype=bool)
     if candidates is not None:
         base |= ~np.isin(ids, candidates)
-    out: list[list[tuple[int, float]]] = []
-    take = min(k, len(ids))
-    if take <= 0:
-        return [[] for _ in histories]
-    step = max(1, 8_000_000 // len(ids))  # rows per block: a block of float64 scores stays small
-    for start in range(0, len(histories), step):
-        part = histories[start : start + step]
-        if scores.shape[0] > 1:
-            values = np.array(scores[start : start + len(part)], dtype=np.float64)
-        else:  # one shared row (popular, random per call), broadcast
-            values = np.repeat(np.asarray(scores[:1], dtype=np.float64), len(part), axis=0)
-        values[:, base] = -np.inf
-        seen = [np.fromiter({e[0] for e in history}, dtype=np.int64) for history in part]
-        if any(len(x) for x in seen):  # what each history holds is never ranked
-            flat = np.concatenate(seen)
-            owner = np.repeat(np.arange(len(part)), [len(x) for x in seen])
-            pos = np.minimum(np.searchsorted(ids, flat), len(ids) - 1)
-            known = ids[pos] == flat
-            values[owner[known], pos[known]] = -np.inf
-        top = (
-            np.argpartition(-values, take - 1, axis=1)[:, :take]
-            if take < len(ids)
-            else np.tile(np.arange(len(ids)), (len(part), 1))
-        )
-        best = np.take_along_axis(values, top, axis=1)
-        order = np.argsort(-best, axis=1, kind="stable")
-        top, best = np.take_along_axis(top, order, axis=1), np.take_along_axis(best, order, axis=1)
-        for row in range(len(part)):
-            keep = np.isfinite(best[row])
-            out.append(list(zip(ids[top[row][keep]].tolist(), best[row][keep].tolist(), strict=True)))
-    return out
+    seen = []  # what each history holds is never ranked
+    for history in histories:
+        held = np.fromiter({e[0] for e in history}, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(ids, held), max(len(ids) - 1, 0))
+        seen.append(pos[ids[pos] == held] if len(ids) else pos[:0])
+    tops = top_k_rows(scores, seen, k, base)
+    rows = (scores[0 if scores.shape[0] == 1 else n] for n in range(len(tops)))
+    return [
+        list(zip(ids[top].tolist(), np.asarray(row, np.float64)[top].tolist(), strict=True))
+        for row, top in zip(rows, tops, strict=True)
+    ]

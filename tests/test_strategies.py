@@ -62,7 +62,7 @@ def test_ease_fit_and_score_on_a_tiny_log():
 
 def test_ease_refuses_a_catalogue_too_large_for_memory_and_says_how_much():
     context = _context(50_000)
-    with pytest.raises(RecsysError, match=r"needs about 55\.9 GB.*limit is 8 GB"):
+    with pytest.raises(RecsysError, match=r"needs about 27\.9 GB.*limit is 8 GB"):
         Ease(context, {"lambda": 10.0}).fit({"u": [ev_(1)]})
 
 

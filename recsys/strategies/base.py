@@ -167,8 +167,38 @@ def weighted_items(history: History, max_weight: float = 100.0) -> dict[int, flo
     return totals
 
 
+class FrozenHistories(tuple):
+    """A batch of histories scored again and again (one validation batch, every grid point), so
+    what is derived from it is built once, as for ``recsys.evaluate.FrozenEvents``."""
+
+    derived: dict
+
+    def __new__(cls, histories: Sequence[History]) -> FrozenHistories:
+        self = super().__new__(cls, histories)
+        self.derived = {}
+        return self
+
+
+def _derived(source, catalogue: Catalogue, max_weight: float, build: Callable):
+    """``build()``, kept on a frozen ``source`` for this catalogue and weight cap (a copy is returned:
+    callers may change what they get)."""
+    derived = getattr(source, "derived", None)
+    key = (id(catalogue), max_weight)
+    if derived is not None and key in derived and derived[key][0] is catalogue:
+        matrix, users = derived[key][1]
+        return matrix.copy(), list(users)
+    matrix, users = build()
+    if derived is not None:
+        derived[key] = (catalogue, (matrix.copy(), list(users)))
+    return matrix, users
+
+
 def interaction_matrix(train: Mapping[str, History], catalogue: Catalogue, max_weight: float):
     """users x items sparse matrix of summed event weights (scipy CSR), and the user order."""
+    return _derived(train, catalogue, max_weight, lambda: _weights_matrix(train, catalogue, max_weight))
+
+
+def _weights_matrix(train: Mapping[str, History], catalogue: Catalogue, max_weight: float):
     from scipy.sparse import csr_matrix
 
     users = sorted(train)
@@ -190,40 +220,82 @@ def interaction_matrix(train: Mapping[str, History], catalogue: Catalogue, max_w
 
 def history_matrix(histories: Sequence[History], catalogue: Catalogue, max_weight: float):
     """histories x items sparse matrix of summed event weights (scipy CSR)."""
-    return interaction_matrix({i: h for i, h in enumerate(histories)}, catalogue, max_weight)[0]
+    return _derived(
+        histories,
+        catalogue,
+        max_weight,
+        lambda: _weights_matrix(dict(enumerate(histories)), catalogue, max_weight),
+    )[0]
 
 
-def top_k_rows(scores: np.ndarray, exclude: Sequence[np.ndarray], k: int) -> list[np.ndarray]:
-    """Per row: the positions of the ``k`` best scores, best first, skipping ``exclude[row]``."""
-    out = []
+def top_k_rows(
+    scores: np.ndarray, exclude: Sequence[np.ndarray], k: int, blocked: np.ndarray | None = None
+) -> list[np.ndarray]:
+    """Per row: the positions of the ``k`` best scores, best first, skipping ``exclude[row]`` and
+    every column ``blocked`` holds True for (one shared row of ``scores`` is broadcast).
+
+    A block of rows at a time, in array operations; float32 scores are ranked as they are."""
+    out: list[np.ndarray] = []
     n = scores.shape[1]
-    for row in range(len(exclude)):
-        values = np.array(scores[row if scores.shape[0] > 1 else 0], dtype=np.float64, copy=True)
-        values[exclude[row]] = -np.inf
-        take = min(k, n)
-        top = np.argpartition(-values, take - 1)[:take] if take < n else np.arange(n)
-        top = top[np.argsort(-values[top], kind="stable")]
-        out.append(top[np.isfinite(values[top])])
+    take = min(k, n)
+    if take <= 0:
+        return [np.zeros(0, np.int64) for _ in exclude]
+    step = max(1, 8_000_000 // n)  # rows per block of scores
+    precision = np.result_type(scores.dtype, np.float32)
+    for start in range(0, len(exclude), step):
+        part = exclude[start : start + step]
+        if scores.shape[0] > 1:
+            values = np.array(scores[start : start + len(part)], dtype=precision)
+        else:
+            values = np.repeat(np.asarray(scores[:1], dtype=precision), len(part), axis=0)
+        if blocked is not None:
+            values[:, blocked] = -np.inf
+        lengths = [len(e) for e in part]
+        if sum(lengths):
+            values[np.repeat(np.arange(len(part)), lengths), np.concatenate(part).astype(np.int64)] = -np.inf
+        top = (
+            np.argpartition(-values, take - 1, axis=1)[:, :take]
+            if take < n
+            else np.tile(np.arange(n), (len(part), 1))
+        )
+        best = np.take_along_axis(values, top, axis=1)
+        order = np.argsort(-best, axis=1, kind="stable")
+        top, best = np.take_along_axis(top, order, axis=1), np.take_along_axis(best, order, axis=1)
+        out.extend(top[row][np.isfinite(best[row])] for row in range(len(part)))
     return out
 
 
-def validation_recall(strategy: Strategy, train: Mapping[str, History], test: Mapping[str, set], k: int = 10):
-    """Mean recall@k of a fitted Dense strategy on held-out items, training items excluded."""
+@dataclass
+class Validation:
+    """Held-out items of each user, and their training histories in batches (with what each has
+    seen), prepared once and scored for every grid point."""
+
+    test: Mapping[str, set]
+    batches: list[tuple[list[str], FrozenHistories, list[np.ndarray]]]
+
+
+def validation_set(train: Mapping[str, History], test: Mapping[str, set], catalogue: Catalogue) -> Validation:
     users = sorted(test)
-    if not users:
-        return float("nan")
-    catalogue = strategy.context.catalogue
-    total = 0.0
+    batches = []
     for start in range(0, len(users), 1024):
         batch = users[start : start + 1024]
-        histories = [train.get(u, []) for u in batch]
-        result = strategy.score(histories, batch)
+        histories = FrozenHistories([train.get(u, []) for u in batch])
         seen = [catalogue.rows(sorted({e[0] for e in h})) for h in histories]
-        seen = [s[s >= 0] for s in seen]
+        batches.append((batch, histories, [s[s >= 0] for s in seen]))
+    return Validation(test, batches)
+
+
+def validation_recall(strategy: Strategy, validation: Validation, k: int = 10) -> float:
+    """Mean recall@k of a fitted Dense strategy on held-out items, training items excluded."""
+    if not validation.test:
+        return float("nan")
+    ids, test = strategy.context.catalogue.ids, validation.test
+    total = 0.0
+    for batch, histories, seen in validation.batches:
+        result = strategy.score(histories, batch)
         for user, top in zip(batch, top_k_rows(result.scores, seen, k), strict=True):
-            hits = set(catalogue.ids[top].tolist()) & test[user]
-            total += len(hits) / len(test[user])
-    return total / len(users)
+            total += len(set(ids[top].tolist()) & test[user]) / len(test[user])
+    return total / len(test)
 
 
 #: Most users whose events tune hyper-parameters (the final fit uses every user).
@@ -243,9 +315,14 @@ def choose_params(
         keep = np.random.default_rng(0).choice(sorted(train), size=TUNING_USERS, replace=False)
         train = {u: train[u] for u in keep}
     split = temporal_split(train, fraction=0.1, min_events=3)
+    events = split.train  # frozen: the matrices every grid point fits on are built once
+    validation: Validation | None = None
     table = []
     for params in grid:
-        recall = validation_recall(make(params).fit(split.train), split.train, split.test)
+        strategy = make(params).fit(events)
+        if validation is None:
+            validation = validation_set(events, split.test, strategy.context.catalogue)
+        recall = validation_recall(strategy, validation)
         table.append({**params, "val_recall@10": round(recall, 5)})
         if log:
             log(f"  {params}: validation recall@10 {recall:.4f}")

@@ -24,28 +24,34 @@ from recsys.strategies.base import (
 
 #: lambda values tried on the validation events.
 GRID = (10.0, 50.0, 200.0, 1000.0, 5000.0)  # x4-5 apart: each point is one items x items solve
-#: float64 copies of the items x items matrix alive while solving (Gram, its factor, B).
+#: float32 copies of the items x items matrix alive while solving (Gram, its factor, B).
 COPIES = 3
 
 
 def memory_gb(n_items: int) -> float:
-    return COPIES * n_items**2 * 8 / 2**30
+    return COPIES * n_items**2 * 4 / 2**30
 
 
 def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
-    """The EASE item-item matrix from X'X (float64), by a Cholesky inverse."""
+    """The EASE item-item matrix from X'X, by a Cholesky inverse in float32.
+
+    Single precision: measured against float64 at 2,943 and 10,000 items with lambda 10 to 5,000,
+    the weights differ by at most 6e-6 and validation recall@10 is the same to 5 decimals, while
+    each solve takes half the time (10,000 items: 23 -> 10 s); the weights were kept in float32
+    anyway.
+    """
     from scipy.linalg import lapack
 
-    g = gram.copy()
+    g = np.array(gram, dtype=np.float32)
     g[np.diag_indices_from(g)] += lam
-    factor, info = lapack.dpotrf(g, lower=False, overwrite_a=True)
+    factor, info = lapack.spotrf(g, lower=False, overwrite_a=True)
     if info != 0:
         raise RecsysError(f"EASE: X'X + {lam} I is not positive definite (info {info})")
-    inverse, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
-    inverse = np.triu(inverse) + np.triu(inverse, 1).T  # dpotri fills one triangle
+    inverse, info = lapack.spotri(factor, lower=False, overwrite_c=True)
+    inverse = np.triu(inverse) + np.triu(inverse, 1).T  # spotri fills one triangle
     weights = -inverse / np.diag(inverse)
     weights[np.diag_indices_from(weights)] = 0.0
-    return weights.astype(np.float32)
+    return weights
 
 
 class Ease(Strategy):
@@ -75,7 +81,7 @@ class Ease(Strategy):
             self.params = {**self.params, **best, "grid": table}
         matrix, _ = interaction_matrix(train, self.context.catalogue, self.context.max_weight)
         matrix.data[:] = 1.0  # EASE works on who interacted with what
-        gram = (matrix.T @ matrix).toarray().astype(np.float64)
+        gram = (matrix.T @ matrix).toarray()
         self.weights = ease_weights(gram, float(self.params["lambda"]))
         return self
 
