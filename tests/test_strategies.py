@@ -95,6 +95,31 @@ def test_no_cold_item_is_in_the_cold_split_training_events():
     )
 
 
+def test_strategies_fitted_on_one_split_build_its_interaction_matrix_once(monkeypatch):
+    from recsys.strategies import base
+
+    history = {
+        f"u{u}": [ev_(i, i, "like" if i % 5 == 0 else "view") for i in range(1, 21) if (i * u) % 4 < 2]
+        for u in range(1, 30)
+    }
+    split = ev.temporal_split(history, fraction=0.2)
+    with pytest.raises(TypeError):
+        split.train["intruder"] = [ev_(1)]  # frozen: what was derived from it stays true
+    built = []
+    real = base._weights_matrix
+    monkeypatch.setattr(base, "_weights_matrix", lambda *a: built.append(1) or real(*a))
+    context = _context(20)
+    first = Ease(context, {"lambda": 5.0}).fit(split.train)
+    second = Ease(context, {"lambda": 5.0}).fit(split.train)  # data[:] = 1 on its copy, not the kept one
+    assert len(built) == 1 and np.array_equal(first.weights, second.weights)
+    matrix, users = base.interaction_matrix(split.train, context.catalogue, 100.0)
+    assert users == sorted(split.train) and matrix.max() == 3  # a like's weight: not the 1s EASE set
+    fresh = dict(split.train)  # a plain mapping is read again each time
+    base.interaction_matrix(fresh, context.catalogue, 100.0)
+    base.interaction_matrix(fresh, context.catalogue, 100.0)
+    assert len(built) == 3
+
+
 @pytest.fixture
 def logged(embedded_copy):
     with Workspace(settings_for(embedded_copy)) as ws:
