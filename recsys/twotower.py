@@ -308,10 +308,6 @@ def train(
     log: Callable[[str], None] = print,
 ) -> TrainReport:
     """Train (or with ``warm_start`` fine-tune the latest) two-tower model; save a new version."""
-    import tensorflow as tf
-
-    from recsys.evaluate import load_history, temporal_split
-
     config = config or TwoTowerConfig()
     start = time.perf_counter()
     previous = latest_version(workspace) if warm_start else None
@@ -323,19 +319,62 @@ def train(
         keys = ("dim", "hidden", "item_ids", "user_ids", "history_ids", "history_length")
         shape = {k: previous.params.get(k, False) for k in keys}
         config = dataclasses.replace(config, **shape)
-
     base_model = workspace.settings.model
+    model, vocab, report = fit(workspace, config, base_model=base_model, previous=previous, log=log)
+    report.version, report.path = _save(workspace, model, vocab, config, base_model, report, previous)
+    report.seconds = time.perf_counter() - start
+    with workspace.session() as s, s.begin():
+        row = s.scalar(
+            select(store.ModelVersion).where(
+                store.ModelVersion.kind == KIND, store.ModelVersion.version == report.version
+            )
+        )
+        row.metrics = {**(row.metrics or {}), "train_seconds": round(report.seconds, 1)}
+    return report
+
+
+def fit(
+    workspace,
+    config: TwoTowerConfig,
+    *,
+    base_model: str,
+    history: dict[str, list] | None = None,
+    left_out: frozenset[int] = frozenset(),
+    measure: Callable[[object, Vocabulary, dict, dict], float] | None = None,
+    previous: store.ModelVersion | None = None,
+    log: Callable[[str], None] = print,
+):
+    """(model, vocabulary, report) of one training run, saved nowhere.
+
+    Args:
+        workspace: Where the events and ``base_model``'s image vectors are read.
+        config: The hyper-parameters, splits included.
+        base_model: The embedding model whose vectors the towers take as input.
+        history: The events to learn from (default: every event in the workspace), before
+            ``config``'s holdout and cold share are taken out.
+        left_out: Items treated like the cold split's new ones: no events, no id row.
+        measure: The validation figure to stop on, ``measure(model, vocab, train, test)``
+            (default: the model's own recall@10 on the validation events).
+        previous: A version to warm-start from (same architecture).
+        log: Progress lines.
+    """
+    import tensorflow as tf
+
+    from recsys.evaluate import load_history, temporal_split
+
+    measure = measure or recall_at_k
     with workspace.session() as s:
         ids, raw = store.load_embeddings(s, base_model)
     if len(ids) < 2:
         raise RecsysError(f"train needs embedded items: run `recsys embed` (model {base_model})")
-    history = load_history(workspace)
-    trained = np.ones(len(ids), dtype=bool)
+    history = load_history(workspace) if history is None else history
+    new = set(left_out)
     if config.cold_share > 0:  # the cold-item split's new items: never seen, not even their ids
         from recsys.evaluate import new_items
 
-        new = set(new_items(ids, config.cold_share, config.seed).tolist())
-        trained = np.array([int(i) not in new for i in ids], dtype=bool)
+        new |= set(new_items(ids, config.cold_share, config.seed).tolist())
+    trained = np.array([int(i) not in new for i in ids], dtype=bool)
+    if new:
         history = {u: kept for u, evs in history.items() if (kept := [e for e in evs if e[0] not in new])}
     if config.holdout > 0:  # the evaluation's held-out events: never trained on, never used to stop
         history_for_training = temporal_split(
@@ -381,7 +420,7 @@ def train(
         t0 = time.perf_counter()
         fit = model.fit(ds, epochs=1, verbose=0)
         loss = float(fit.history["loss"][-1])
-        recall = recall_at_k(model, vocab, train_events, test) if test else float("nan")
+        recall = measure(model, vocab, train_events, test) if test else float("nan")
         rows.append(
             {
                 "epoch": epoch,
@@ -400,16 +439,7 @@ def train(
     report = TrainReport(
         0, "", len(rows), best_epoch, rows, 0.0, len(examples["item"]), sum(len(v) for v in test.values())
     )
-    report.version, report.path = _save(workspace, model, vocab, config, base_model, report, previous)
-    report.seconds = time.perf_counter() - start
-    with workspace.session() as s, s.begin():
-        row = s.scalar(
-            select(store.ModelVersion).where(
-                store.ModelVersion.kind == KIND, store.ModelVersion.version == report.version
-            )
-        )
-        row.metrics = {**(row.metrics or {}), "train_seconds": round(report.seconds, 1)}
-    return report
+    return model, vocab, report
 
 
 def _warm_start(model, vocab: Vocabulary, workspace, previous: store.ModelVersion, log) -> None:

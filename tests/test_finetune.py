@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 
 from recsys import finetune
 from tests.conftest import cli_env, one_line_error, run_cli
@@ -92,34 +91,33 @@ def test_bad_finetune_input_is_one_line(embedded_copy):
     assert "--unfreeze" in error("--labels", "--unfreeze", "20")
     assert "exists" in error("--labels", "--name", "efficientnet-lite0")
     assert "model name" in error("--labels", "--name", "../evil")
-    assert "examples to train on" in error("--interactions")  # no events yet
+    assert "too few interactions to train on" in error("--interactions")  # no events yet
 
 
-def test_profile_examples_weigh_the_history_before_each_new_item_and_skip_items_without_a_row():
+def test_the_memory_layer_mixes_look_alikes_as_the_two_tower_borrows():
+    """The Keras layer an `--interactions` model ends with gives a picture what
+    ``twotower.borrowed_vectors`` gives an item the two-tower has no row for."""
     import numpy as np
 
-    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    from recsys import twotower
 
-    def at(hours: float):
-        return t0 + timedelta(hours=hours)
-
-    history = {
-        "ana": [
-            (3, "view", 5.0, at(4)),
-            (1, "view", 1.0, at(0)),
-            (2, "view", 2.0, at(1)),
-            (1, "view", 3.0, at(2)),  # seen before: adds weight, is no example
-            (4, "view", 9.0, at(3)),  # a new item: no row, never on either side
-        ],
-        "bob": [(2, "view", 1.0, at(0))],  # nothing before it: no example
-    }
-    rows = {1: 0, 2: 1, 3: 2}
     rng = np.random.default_rng(0)
-    weights, targets = finetune.profile_examples(history, rows, 3, per_user=10, rng=rng)
-    np.testing.assert_allclose(weights.toarray(), [[1.0, 0, 0], [4.0, 2.0, 0]])
-    assert targets.tolist() == [1, 2]
-    capped, _ = finetune.profile_examples(history, rows, 3, per_user=1, rng=rng)
-    assert capped.shape[0] == 1
+    pooled = rng.random((6, 8)).astype(np.float32) * 3  # non-negative, not unit, as Lite0's
+    known = rng.random((5, 8)).astype(np.float32)
+    center = known.mean(axis=0) / np.linalg.norm(known.mean(axis=0))
+    keys = twotower.image_inputs(known / np.linalg.norm(known, axis=1, keepdims=True), center)
+    values = rng.normal(size=(5, 3)).astype(np.float32)
+    layer = finetune._memory_layer()(5, 8, 3, neighbours=3, temperature=0.1)
+    layer.build((None, 8))
+    layer.set_weights([center, keys, values])
+    queries = twotower.image_inputs(pooled / np.linalg.norm(pooled, axis=1, keepdims=True), center)
+    expected = twotower.borrowed_vectors(queries, keys, values, 3, 0.1)
+    np.testing.assert_allclose(layer(pooled).numpy(), expected, atol=1e-5)
+    # a remembered picture is its own nearest look-alike: mostly itself, a little of the others
+    own = layer(known * 2).numpy()
+    assert np.all(
+        np.argmax(own @ (values / np.linalg.norm(values, axis=1, keepdims=True)).T, axis=1) == range(5)
+    )
 
 
 def test_interactions_finetune_trains_on_simulated_logs_without_the_cold_items(embedded_copy):
@@ -142,11 +140,13 @@ def test_interactions_finetune_trains_on_simulated_logs_without_the_cold_items(e
     assert report["model"] == "lite0-interactions"
     assert report["metric"] == "held-out recall@10 of the average profile"
     assert report["params"]["cold_share"] == 0.2 and report["params"]["holdout"] == 0.2
-    assert 0 <= report["frozen_accuracy"] <= 1 and report["epochs_run"] == 1
-    assert report["finetuned_accuracy"] >= report["frozen_accuracy"]  # the best epoch is kept (or none)
+    assert 0 <= report["frozen_accuracy"] <= 1 and 0 <= report["finetuned_accuracy"] <= 1
+    assert report["epochs_run"] == 1 and report["best_epoch"] == 1
     meta = json.loads((finetune.folder(home / "models") / "lite0-interactions" / "meta.json").read_text())
-    assert meta["base"] == "efficientnet-lite0" and meta["params"]["seed"] == 0 and meta["projection"]
-    # the projection loads with the model: embed and recommend with it
+    assert meta["base"] == "efficientnet-lite0" and meta["params"]["seed"] == 0
+    # it remembers the trained items only: not the 40 new ones, nor the 32 held out of the other 160
+    assert meta["memory"]["items"] == 128 and meta["memory"]["neighbours"] == 100
+    # the memory loads with the model: embed and recommend with it
     embedded = run_cli("embed", "--model", "lite0-interactions", "--json", "--quiet", home=home, check=True)
     assert json.loads(embedded.stdout)["embedded"] == 200
     listed = run_cli(
@@ -162,6 +162,16 @@ def test_interactions_finetune_trains_on_simulated_logs_without_the_cold_items(e
         check=True,
     )
     assert len(json.loads(listed.stdout)["items"]) == 10
+    # evaluated on the splits it kept out of training, and refused on any other
+    base = ("evaluate", "--model", "lite0-interactions", "--strategy", "average", "--json", "--quiet")
+    cold = run_cli(
+        *base, "--split", "cold-items", "--cold-share", "0.2", "--seed", "0", home=home, check=True
+    )
+    assert json.loads(cold.stdout)["catalogue_size"] == 40
+    run_cli(*base, "--holdout", "0.2", home=home, check=True)
+    for other in (("--split", "cold-items", "--cold-share", "0.2", "--seed", "1"), ("--holdout", "0.3")):
+        assert "events it learned from" in one_line_error(run_cli(*base, *other, home=home))
+    assert "fine-tuned for" in one_line_error(run_cli(*base, "--split", "random", home=home))
 
 
 def _first_tulip() -> str:
