@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -363,8 +363,8 @@ def _interactions(workspace, config, ids, cold, val, history, say):
         patience=config.patience,
         seed=config.seed,
         val_fraction=VALIDATION_EVENTS,
-        **({"learning_rate": config.learning_rate} if config.learning_rate else {}),
-        **({"batch_size": config.batch_size} if config.batch_size else {}),
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
     )
     center = raw.mean(axis=0)
     inputs = twotower.image_inputs(raw, center)
@@ -437,8 +437,8 @@ def _labels(workspace, config, model, ids, labels, classes, val, rng, say, log):
 
     from recsys.embedders import lite0
 
-    optimizer = keras.optimizers.Adam(config.learning_rate or 1e-3)
-    batch_size = config.batch_size or 64
+    optimizer = keras.optimizers.Adam(config.learning_rate)
+    batch_size = config.batch_size
     metric = "held-out 1-NN label accuracy"
     lower, upper = _split(model, config.unfreeze)
     cache = _cache(workspace, lower, ids.tolist(), config.augment, config.seed, log)
@@ -515,6 +515,13 @@ def finetune(
         raise RecsysError(f"--val-share must be between 0 and 1, got {config.val_share}")
     if not 0 <= config.unfreeze <= 8:
         raise RecsysError(f"--unfreeze must be 0 to 8 blocks, got {config.unfreeze}")
+    if config.mode == "labels":
+        defaults = {"learning_rate": 1e-3, "batch_size": 64}
+    else:
+        from recsys.twotower import TwoTowerConfig
+
+        defaults = {"learning_rate": TwoTowerConfig.learning_rate, "batch_size": TwoTowerConfig.batch_size}
+    config = replace(config, **{k: getattr(config, k) or v for k, v in defaults.items()})
     models_dir = workspace.settings.models_dir
     _clear_leftovers(models_dir)
     name = _name(models_dir, config)
