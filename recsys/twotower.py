@@ -418,8 +418,8 @@ def fit(
     best, best_epoch, best_weights, rows = -1.0, 0, None, []
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        fit = model.fit(ds, epochs=1, verbose=0)
-        loss = float(fit.history["loss"][-1])
+        result = model.fit(ds, epochs=1, verbose=0)
+        loss = float(result.history["loss"][-1])
         recall = measure(model, vocab, train_events, test) if test else float("nan")
         rows.append(
             {
