@@ -61,6 +61,7 @@ def plan(workers: int | None, threads: int | None, debug: bool = False) -> Plan:
 def make_app(settings: Settings, demo: bool, models: bool = True):
     """The app, loaded and warmed: vectors, index, popularity and one query already done."""
     import faiss
+    from threadpoolctl import threadpool_limits
 
     from web import create_app
 
@@ -68,6 +69,11 @@ def make_app(settings: Settings, demo: bool, models: bool = True):
     # (and spin-wait after each search). OpenMP's thread count belongs to the thread that sets it,
     # so each request thread sets its own (measured: recommendations p50 16.4 -> 12.2 ms).
     faiss.omp_set_num_threads(1)
+    # The same for numpy's BLAS: "because you viewed" multiplies a 10 x 1280 matrix by a 1280 x 20 one,
+    # and OpenBLAS split it over both cores, then spun waiting for more work (measured in one thread,
+    # 10k items: explain 3.2 -> 0.27 ms, a whole recommendation 7.1 -> 4.7 ms). Process-wide, so set
+    # once, before the workers fork.
+    threadpool_limits(1, user_api="blas")
     openmp = threading.local()
 
     def one_search_thread() -> None:
