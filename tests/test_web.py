@@ -185,26 +185,33 @@ def test_titles_are_html_escaped(client, app):
 
 def test_every_request_thread_of_the_server_searches_with_one_openmp_thread(embedded_copy):
     """OpenMP's thread count belongs to the thread that sets it: set once at start, request threads
-    kept faiss's default (every core), and its spinning threads fought the other requests."""
+    kept faiss's default (every core), and its spinning threads fought the other requests. numpy's
+    BLAS likewise split each "because you viewed" product over the cores (half the throughput)."""
     import os
     import threading
 
     import faiss
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from web.server import make_app
 
     if (os.cpu_count() or 1) < 2:
         pytest.skip("with one core every thread already searches with one")
+    blas_before = {i["prefix"]: i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
     app = make_app(settings_for(embedded_copy), demo=False, models=False)
     seen: list[int] = []
+    blas: list[int] = []
 
     def request_thread() -> None:
         assert app.test_client().get("/api/health").status_code == 200
         seen.append(faiss.omp_get_max_threads())
+        blas.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
 
     thread = threading.Thread(target=request_thread)
     thread.start()
     thread.join(60)
     app.extensions["recsys"].workspace.close()
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # the rest of the tests: as before
+    threadpool_limits(limits=blas_before)
     assert seen == [1]
+    assert blas and set(blas) == {1} and max(blas_before.values()) > 1
