@@ -866,7 +866,7 @@ def evaluate_cmd(
         keep = np.random.default_rng(seed).choice(sorted(chosen.test), size=max_users, replace=False)
         chosen.test = {u: chosen.test[u] for u in keep}
         chosen.params["users_sampled"] = max_users
-    problem = _finetune_leak(ws, settings.model, chosen, last_n)
+    problem = ev.finetune_leak(ws, settings.model, chosen)
     if problem:
         raise RecsysError(problem)
     names = list(strategies) or [n for n in registry_of.REGISTRY if n in rec.strategies() or n != "two-tower"]
@@ -874,7 +874,7 @@ def evaluate_cmd(
     for name in names:
         registry_of.get(name)  # one line naming an unknown strategy
     if "two-tower" in names:
-        problem = _two_tower_leak(ws, chosen, last_n)
+        problem = ev.two_tower_leak(ws, chosen)
         if problem and strategies:
             raise RecsysError(problem)
         if problem:
@@ -943,68 +943,6 @@ def evaluate_cmd(
         click.echo(f"embeddings: 1-NN same-label accuracy {report.embeddings['accuracy']:.4f}")
     if out_dir:
         click.echo(f"wrote {out_dir}/metrics.json, metrics.csv, recall_at_k.png")
-
-
-def _two_tower_leak(ws, split, last_n) -> str | None:
-    """Why evaluating the latest two-tower on this split would score it on what it trained on."""
-    from recsys.twotower import latest_version
-
-    latest = latest_version(ws)
-    if latest is None:
-        return "no two-tower model yet (recsys train)"
-    params = latest.params or {}
-    if params.get("warm_start_from"):
-        return f"two-tower v{latest.version} was warm-started from a model that saw every event"
-    if split.kind == "temporal":
-        same = (
-            last_n is None
-            and abs(params.get("holdout", -1) - split.params["holdout"]) < 1e-9
-            and params.get("min_events") == split.params["min_events"]
-            and not params.get("cold_share")
-        )
-        fix = "`recsys train --holdout H` with the evaluation's --holdout H and --min-events"
-    elif split.kind == "cold-items":
-        same = (
-            abs((params.get("cold_share") or -1) - split.params["cold_share"]) < 1e-9
-            and params.get("seed") == split.params["seed"]
-        )
-        fix = "`recsys train --cold-share S --seed N` with the evaluation's"
-    else:
-        same, fix = False, "evaluate it on the temporal or cold-items split it was trained for"
-    if same:
-        return None
-    return (
-        f"two-tower v{latest.version} was trained with holdout={params.get('holdout')}, "
-        f"cold_share={params.get('cold_share')}, seed={params.get('seed')}: this {split.kind} split "
-        f"would score it on events it trained on; {fix}"
-    )
-
-
-def _finetune_leak(ws, model: str, split, last_n) -> str | None:
-    """Why evaluating vectors fine-tuned on the logs would score them on what they learned from."""
-    from recsys import finetune
-
-    meta = finetune.registered(ws.settings.models_dir).get(model)
-    if not meta or meta.get("mode") != "interactions":
-        return None
-    params = meta.get("params", {})
-    if split.kind == "temporal":
-        safe = last_n is None and split.params["min_events"] == 3
-        safe = safe and params.get("holdout", 0) >= split.params["holdout"] - 1e-9
-        fix = "`recsys finetune --interactions --holdout H` with the evaluation's H (or more)"
-    elif split.kind == "cold-items":
-        safe = abs(params.get("cold_share", 0) - split.params["cold_share"]) < 1e-9
-        safe = safe and params.get("seed") == split.params["seed"]
-        fix = "`recsys finetune --interactions --cold-share S --seed N` with the evaluation's"
-    else:
-        safe, fix = False, "evaluate it on the temporal or cold-items split it was fine-tuned for"
-    if safe:
-        return None
-    return (
-        f"{model} was fine-tuned on the logs with holdout={params.get('holdout')}, cold_share="
-        f"{params.get('cold_share')}, seed={params.get('seed')}: this {split.kind} split would score it "
-        f"on events it learned from; {fix}"
-    )
 
 
 def _write_evaluation(report, out: Path) -> None:

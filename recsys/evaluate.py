@@ -339,6 +339,73 @@ def cold_item_split(
     return Split(train, test, "cold-items", new, {"cold_share": share, "seed": seed})
 
 
+# --- what a split may evaluate ---------------------------------------------------------------
+
+
+def two_tower_leak(workspace, split: Split) -> str | None:
+    """Why evaluating the latest two-tower on ``split`` would score it on what it trained on
+    (None: it would not)."""
+    from recsys.twotower import latest_version
+
+    latest = latest_version(workspace)
+    if latest is None:
+        return "no two-tower model yet (recsys train)"
+    params = latest.params or {}
+    if params.get("warm_start_from"):
+        return f"two-tower v{latest.version} was warm-started from a model that saw every event"
+    if split.kind == "temporal":
+        same = (
+            split.params.get("last_n") is None
+            and abs(params.get("holdout", -1) - split.params["holdout"]) < 1e-9
+            and params.get("min_events") == split.params["min_events"]
+            and not params.get("cold_share")
+        )
+        fix = "`recsys train --holdout H` with the evaluation's --holdout H and --min-events"
+    elif split.kind == "cold-items":
+        same = (
+            abs((params.get("cold_share") or -1) - split.params["cold_share"]) < 1e-9
+            and params.get("seed") == split.params["seed"]
+        )
+        fix = "`recsys train --cold-share S --seed N` with the evaluation's"
+    else:
+        same, fix = False, "evaluate it on the temporal or cold-items split it was trained for"
+    if same:
+        return None
+    return (
+        f"two-tower v{latest.version} was trained with holdout={params.get('holdout')}, "
+        f"cold_share={params.get('cold_share')}, seed={params.get('seed')}: this {split.kind} split "
+        f"would score it on events it trained on; {fix}"
+    )
+
+
+def finetune_leak(workspace, model: str, split: Split) -> str | None:
+    """Why evaluating ``model``'s vectors, fine-tuned on the logs, on ``split`` would score them on what
+    they learned from (None: they were not fine-tuned on the logs, or not on its test events)."""
+    from recsys import finetune
+
+    meta = finetune.registered(workspace.settings.models_dir).get(model)
+    if not meta or meta.get("mode") != "interactions":
+        return None
+    params = meta.get("params", {})
+    if split.kind == "temporal":
+        safe = split.params.get("last_n") is None and split.params["min_events"] == 3
+        safe = safe and params.get("holdout", 0) >= split.params["holdout"] - 1e-9
+        fix = "`recsys finetune --interactions --holdout H` with the evaluation's H (or more)"
+    elif split.kind == "cold-items":
+        safe = abs(params.get("cold_share", 0) - split.params["cold_share"]) < 1e-9
+        safe = safe and params.get("seed") == split.params["seed"]
+        fix = "`recsys finetune --interactions --cold-share S --seed N` with the evaluation's"
+    else:
+        safe, fix = False, "evaluate it on the temporal or cold-items split it was fine-tuned for"
+    if safe:
+        return None
+    return (
+        f"{model} was fine-tuned on the logs with holdout={params.get('holdout')}, cold_share="
+        f"{params.get('cold_share')}, seed={params.get('seed')}: this {split.kind} split would score it "
+        f"on events it learned from; {fix}"
+    )
+
+
 # --- the evaluation ------------------------------------------------------------------------
 
 
