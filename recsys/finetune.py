@@ -40,7 +40,11 @@ from recsys.errors import RecsysError
 
 BASE_MODEL = "efficientnet-lite0"
 MEMORY = "look_alike_memory"  # the layer `--interactions` adds on top of the pooled features
-METRIC = "held-out recall@10 of the average profile"  # what `--interactions` stops on
+#: What each task stops on, as named in its epoch rows and report.
+METRICS = {
+    "labels": "held-out 1-NN label accuracy",
+    "interactions": "held-out recall@10 of the average profile",
+}
 VALIDATION_EVENTS = 0.1  # interactions: each user's latest share of training events, to stop on
 LITE0_BLOCKS = 16
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -424,8 +428,9 @@ def _interactions(workspace, config, ids, cold, val, history, say):
     )
     layer.build((None, keys.shape[1]))
     layer.set_weights([center, keys, values])
-    rows = [{"epoch": r["epoch"], "loss": r["loss"], METRIC: r["val_recall@10"]} for r in report.history]
-    best = rows[report.best_epoch - 1][METRIC] if rows else validation.get("frozen", 0.0)
+    metric = METRICS["interactions"]
+    rows = [{"epoch": r["epoch"], "loss": r["loss"], metric: r["val_recall@10"]} for r in report.history]
+    best = rows[report.best_epoch - 1][metric] if rows else validation.get("frozen", 0.0)
     return layer, validation.get("frozen", 0.0), best, rows, report.best_epoch
 
 
@@ -439,7 +444,7 @@ def _labels(workspace, config, model, ids, labels, classes, val, rng, say, log):
 
     optimizer = keras.optimizers.Adam(config.learning_rate)
     batch_size = config.batch_size
-    metric = "held-out 1-NN label accuracy"
+    metric = METRICS["labels"]
     lower, upper = _split(model, config.unfreeze)
     cache = _cache(workspace, lower, ids.tolist(), config.augment, config.seed, log)
     plain = cache[0]
@@ -563,12 +568,11 @@ def finetune(
             workspace, config, ids, cold, val, history, say
         )
         model = keras.Model(model.input, layer(model.output))
-        metric = METRIC
     else:
         frozen, best, history_rows, best_epoch = _labels(
             workspace, config, model, ids, labels, classes, val, rng, say, log
         )
-        metric = "held-out 1-NN label accuracy"
+    metric = METRICS[config.mode]
     params = {k: v for k, v in asdict(config).items() if k != "name"}
     report = FinetuneReport(
         name,
