@@ -385,15 +385,18 @@ def write_embeddings(session: Session, model: str, item_ids: Sequence[int], vect
 
 def load_embeddings(session: Session, model: str) -> tuple[np.ndarray, np.ndarray]:
     """All vectors of ``model`` as (item ids int64, matrix float32), in item-id order."""
+    # Sorted here, not by ORDER BY: SQLite sorted the whole blobs in a temporary b-tree (at
+    # 100,000 x 1280 the query took 2.6 s with it, 0.8 s without).
     rows = session.execute(
-        select(Embedding.item_id, Embedding.dim, Embedding.vector)
-        .where(Embedding.model == model)
-        .order_by(Embedding.item_id)
+        select(Embedding.item_id, Embedding.dim, Embedding.vector).where(Embedding.model == model)
     ).all()
     if not rows:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     dim = rows[0][1]
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+        order = np.argsort(ids, kind="stable")
+        ids, rows = ids[order], [rows[i] for i in order]
     matrix = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.float32).reshape(len(rows), dim)
     return ids, matrix
 

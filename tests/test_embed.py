@@ -96,3 +96,20 @@ def test_kill_minus_9_mid_run_then_resume_completes_without_duplicates(tmp_path,
             "max_abs_difference_vs_clean_run": float(np.abs(resumed - reference).max()),
         },
     )
+
+
+def test_vectors_load_in_item_id_order_whatever_order_they_were_stored(tmp_path):
+    """``load_embeddings`` sorts in numpy: SQLite's ORDER BY sorted the whole blobs in a temporary b-tree."""
+    rng = np.random.default_rng(0)
+    vectors = rng.random((6, 4), dtype=np.float32)
+    stored_order = [3, 0, 5, 1, 4, 2]
+    with Workspace(settings_for(tmp_path / "home")) as ws:
+        with ws.session() as s, s.begin():
+            rows = [{"key": f"k{n}", "image_path": f"x/{n}.jpg"} for n in range(6)]
+            store.insert_ignoring_duplicates(s, store.Item, rows)
+            ids = list(s.scalars(select(store.Item.id).order_by(store.Item.id)))
+            store.write_embeddings(s, "m", [ids[n] for n in stored_order], vectors[stored_order])
+        with ws.session() as s:
+            loaded_ids, matrix = store.load_embeddings(s, "m")
+    assert loaded_ids.tolist() == ids
+    np.testing.assert_array_equal(matrix, vectors)

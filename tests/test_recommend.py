@@ -332,3 +332,24 @@ def test_cluster_command_stores_and_shows_clusters(ws):
     table = run_cli("cluster", "--show", home=ws.home, check=True).stdout
     assert table.splitlines()[0].split() == ["cluster", "size", "purity", "labels"]
     assert "between 1 and 200" in one_line_error(run_cli("cluster", "-k", "999", home=ws.home))
+
+
+def test_centring_gives_unit_vectors_and_leaves_a_vector_at_the_centre_as_it_was():
+    from recsys.space import center_and_normalise
+
+    rng = np.random.default_rng(0)
+    raw = rng.random((50, 8), dtype=np.float32)
+    center = raw.mean(axis=0)
+    raw[7] = center  # nothing left after centring: no direction to scale to length 1
+    out = center_and_normalise(raw, center)
+    assert out.dtype == np.float32 and out.shape == raw.shape
+    others = np.delete(np.arange(50), 7)
+    np.testing.assert_allclose(np.linalg.norm(out[others], axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(
+        out[others],
+        (raw - center)[others] / np.linalg.norm((raw - center)[others], axis=1)[:, None],
+        atol=1e-6,
+    )
+    np.testing.assert_array_equal(out[7], raw[7])
+    np.testing.assert_allclose(center_and_normalise(raw[3], center), out[3], atol=1e-7)  # one query
+    assert not np.shares_memory(out, raw)
