@@ -218,3 +218,43 @@ def test_the_write_gate_admits_one_writer_at_a_time_across_forked_workers(tmp_pa
     other.join(10)
     assert order == ["main", "thread"]
     ws.close()
+
+
+def test_a_serving_process_moves_the_wal_in_a_thread_of_its_own(tmp_path):
+    """Commits leave SQLite's checkpoints to the thread, once it runs in their process; a forked
+    child without one, or a process that never started one, keeps SQLite's own."""
+    import multiprocessing
+
+    from recsys import store
+
+    engine = store.open_engine(f"sqlite:///{tmp_path / 'wal.db'}")
+    checkpoints = store.BackgroundCheckpoints(engine, interval=0.05)
+
+    def autocheckpoint() -> int:
+        with engine.connect() as conn:
+            return conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+
+    assert autocheckpoint() == 1000  # not started: SQLite's own
+    checkpoints.start()
+    engine.dispose()
+    assert autocheckpoint() == 0
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x BLOB)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (zeroblob(100000))")
+    deadline = time.time() + 10
+    while (checkpoints.last is None or checkpoints.last[2] == 0) and time.time() < deadline:
+        time.sleep(0.05)
+    busy, in_log, copied = checkpoints.last
+    assert copied > 0 and copied == in_log  # the thread copied the whole log into the database
+
+    seen = multiprocessing.get_context("fork").Value("i", -1)
+
+    def child() -> None:
+        engine.dispose(close=False)  # as gunicorn's post_fork does
+        seen.value = autocheckpoint()
+
+    worker = multiprocessing.get_context("fork").Process(target=child)
+    worker.start()
+    worker.join(10)
+    assert worker.exitcode == 0 and seen.value == 1000  # no thread was started in the child
+    engine.dispose()
