@@ -335,13 +335,13 @@ class Recommender:
         worker at 100,000 items), and items added later are looked up when first needed."""
         if self._remembered:
             return
-        self._remembered = True
         with self.workspace.engine.connect() as conn:
             rows = conn.execute(
                 select(store.Item.id, store.Item.key, store.Item.label, store.Item.title)
             ).all()
         self._known.remember(self._known.items, {r[1]: r[0] for r in rows})
         self._info_cache.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+        self._remembered = True
 
     def user_exists(self, user: str) -> bool:
         user = user_key(user)

@@ -353,3 +353,20 @@ def test_centring_gives_unit_vectors_and_leaves_a_vector_at_the_centre_as_it_was
     np.testing.assert_array_equal(out[7], raw[7])
     np.testing.assert_allclose(center_and_normalise(raw[3], center), out[3], atol=1e-7)  # one query
     assert not np.shares_memory(out, raw)
+
+
+def test_every_items_info_is_looked_up_once_per_recommender(tmp_path):
+    """A forked worker inherits what its parent remembered: warming it up again costs no query."""
+    from sqlalchemy import event
+
+    with Workspace(settings_for(tmp_path / "home")) as ws:
+        with ws.session() as s, s.begin():
+            store.insert_ignoring_duplicates(s, store.Item, [{"key": "a/1", "image_path": "a/1.jpg"}])
+        rec = Recommender(ws, log=None)
+        statements: list[str] = []
+        event.listen(ws.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        rec.remember_items()
+        first = len(statements)
+        rec.remember_items()
+        assert first >= 1 and len(statements) == first
+        assert set(rec._known.items) == {"a/1"}
