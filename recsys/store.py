@@ -193,65 +193,6 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class BackgroundCheckpoints:
-    """SQLite's write-ahead log copied into the database file by a thread of this process, every
-    ``interval`` seconds, instead of by whichever commit crosses SQLite's 1,000 pages.
-
-    That commit does the copying and syncs the file before it returns, which put it among the
-    events' slowest 1% under the web bench's load: with the thread, their p99 was 49-60 ms in
-    four runs, against 60-82 ms in eight before. Only connections opened while the thread runs in their own
-    process leave the checkpoints to it, so a forked worker or another command that has not
-    started one keeps SQLite's. A no-op on other databases.
-
-    Args:
-        engine: The engine whose database is checkpointed.
-        interval: Seconds between checkpoints.
-    """
-
-    def __init__(self, engine: Engine, interval: float = 1.0) -> None:
-        self.engine = engine
-        self.interval = interval
-        self.runs = 0
-        self.last: tuple[int, int, int] | None = None  # (busy, frames in the log, frames copied)
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-        self.sqlite = engine.dialect.name == "sqlite"
-        if self.sqlite:
-            event.listen(engine, "connect", self._on_connect)
-
-    def start(self) -> None:
-        """Run the thread in this process (again after a fork); connections opened from now on
-        leave the checkpoints to it."""
-        if not self.sqlite or self.running():
-            return
-        self._pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="wal-checkpoints", daemon=True)
-        self._thread.start()
-
-    def running(self) -> bool:
-        return self._pid == os.getpid() and self._thread is not None and self._thread.is_alive()
-
-    def _on_connect(self, dbapi_conn, _record) -> None:
-        if self.running():
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA wal_autocheckpoint=0")
-            cur.close()
-
-    def _run(self) -> None:
-        import logging
-        import time
-
-        while True:
-            time.sleep(self.interval)
-            try:
-                with self.engine.connect() as conn:
-                    row = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-                self.last = (int(row[0]), int(row[1]), int(row[2]))
-                self.runs += 1
-            except Exception as exc:  # noqa: BLE001 - the next round tries again
-                logging.getLogger("recsys").warning("WAL checkpoint failed (%s); retrying", exc)
-
-
 def open_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
     try:

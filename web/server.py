@@ -63,7 +63,6 @@ def make_app(settings: Settings, demo: bool, models: bool = True):
     import faiss
     from threadpoolctl import threadpool_limits
 
-    from recsys import store
     from web import create_app
 
     # Concurrency comes from requests; OpenMP threads inside each search would oversubscribe cores
@@ -87,9 +86,6 @@ def make_app(settings: Settings, demo: bool, models: bool = True):
     sys.setswitchinterval(SWITCH_INTERVAL)
     app = create_app({"RECSYS_SETTINGS": settings, "RECSYS_DEMO": demo})
     app.before_request(one_search_thread)
-    # started by the process that serves (see ``run``): a commit never copies the WAL itself
-    engine = app.extensions["recsys"].workspace.engine
-    app.extensions["recsys_checkpoints"] = store.BackgroundCheckpoints(engine)
     app.extensions["recsys"].warm_up(models=models)
     return app
 
@@ -105,9 +101,6 @@ def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = Fal
     # gunicorn forks workers from this process: trained models are loaded in each worker instead
     app = make_app(settings, demo, models=chosen.server != "gunicorn")
     services = app.extensions["recsys"]
-    if chosen.server != "gunicorn":  # this process serves; gunicorn's workers start their own
-        app.extensions["recsys_checkpoints"].start()
-        services.workspace.engine.dispose()  # connections from now on leave checkpoints to it
     space = services.recommender.space()
     index = space.index.meta.factory if space.index is not None else "exact (in memory)"
     mode = "; DEMO mode: everyone's pages are public" if demo else ""
@@ -143,8 +136,7 @@ def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
         app.extensions["recsys"].workspace.engine.dispose(close=False)
 
     def post_worker_init(worker) -> None:
-        # Its own checkpoint thread, connection and query, before the worker takes its first request.
-        app.extensions["recsys_checkpoints"].start()
+        # Its own connection and a query of its own, before the worker takes its first request.
         app.extensions["recsys"].warm_up()
 
     def worker_exit(server, worker) -> None:
