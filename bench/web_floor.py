@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import numpy as np  # noqa: E402
 import web_load  # noqa: E402
 
 from recsys.settings import Settings  # noqa: E402
@@ -147,40 +145,19 @@ def load_against(mode: str, home: Path, args) -> dict:
                     log.seek(0)
                     sys.exit(f"error: the {mode} server never answered:\n{log.read()[-2000:]}")
                 time.sleep(0.1)
-        tag = f"floor{time.time_ns()}"
-        load = subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "bench" / "web_load.py"),
-                "--client",
-                str(port),
-                str(args.seconds),
-                str(args.clients),
-                tag,
-                str(home),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        results = web_load.run_clients(port, home, args, f"floor{time.time_ns()}")["results"]
     finally:
         server.terminate()
         server.wait(timeout=60)
         log.close()
-    results = json.loads(load.stdout.strip().splitlines()[-1])["results"]
     return summary(mode, results, args)
 
 
 def summary(mode: str, results: list, args) -> dict:
-    out: dict = {"server": mode}
-    for kind in ("recommend", "event"):
-        times = [t for k, t, _ in results if k == kind]
-        out[kind] = {
-            "requests": len(times),
-            "p50_ms": round(statistics.median(times), 2) if times else None,
-            "p99_ms": round(float(np.percentile(times, 99)), 2) if times else None,
-            "errors": sum(1 for k, _, status in results if k == kind and status not in (200, 201)),
-        }
+    out: dict = {
+        "server": mode,
+        **{kind: web_load.latencies(results, kind) for kind in ("recommend", "event")},
+    }
     answered = sum(1 for _, _, status in results if status in (200, 201))
     out["answered_per_s"] = round(answered / args.seconds)
     out["needed_per_s"] = round(sum(args.clients / 2 / goal for goal in GOALS))

@@ -171,6 +171,41 @@ def client_process(
     print(json.dumps({"results": results, "acked": acked}))
 
 
+def run_clients(port: int, home: Path, args, tag: str) -> dict:
+    """Run ``client_process`` in a process of its own; its results and acknowledged event keys."""
+    load = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--client",
+            str(port),
+            str(args.seconds),
+            str(args.clients),
+            tag,
+            str(home),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(load.stdout.strip().splitlines()[-1])
+
+
+def latencies(results: list, kind: str) -> dict:
+    """Requests, p50/p99 and errors of one kind ("recommend" or "event") of the clients' results."""
+    times = [t for k, t, _ in results if k == kind]
+    out = {
+        "requests": len(times),
+        "p50_ms": round(statistics.median(times), 2) if times else None,
+        "p99_ms": round(float(np.percentile(times, 99)), 2) if times else None,
+        "errors": sum(1 for k, _, st in results if k == kind and st not in (200, 201)),
+    }
+    failed = sorted({st for k, _, st in results if k == kind and st not in (200, 201)})
+    if failed:
+        out["error_statuses"] = failed
+    return out
+
+
 def serve_and_load(home: Path, args, *, env: dict | None = None) -> dict:
     """Start `recsys serve` (only the flags given), time its first answer, run the load, stop it."""
     import os
@@ -220,21 +255,7 @@ def serve_and_load(home: Path, args, *, env: dict | None = None) -> dict:
         out["first_response_s"] = round(first[0], 2)
         out["first_request_ms"] = round(first[1], 1)
         tag = f"load{time.time_ns()}"
-        load = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "--client",
-                str(port),
-                str(args.seconds),
-                str(args.clients),
-                tag,
-                str(home),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        data = run_clients(port, home, args, tag)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -246,7 +267,6 @@ def serve_and_load(home: Path, args, *, env: dict | None = None) -> dict:
         if errors:  # the first server error, with its traceback, for whoever reads the run
             out["server_error"] = "\n".join(lines[errors[0] : errors[0] + 40])
         log.close()
-    data = json.loads(load.stdout.strip().splitlines()[-1])
     with Workspace(Settings(home=home)) as ws, ws.session() as s:
         stored = set(
             s.scalars(
@@ -254,18 +274,8 @@ def serve_and_load(home: Path, args, *, env: dict | None = None) -> dict:
             )
         )
         out["impressions_in_database"] = s.scalar(store.select(func.count()).select_from(store.Impression))
-    results = data["results"]
     for kind in ("recommend", "event"):
-        times = [t for k, t, _ in results if k == kind]
-        out[kind] = {
-            "requests": len(times),
-            "p50_ms": round(statistics.median(times), 2) if times else None,
-            "p99_ms": round(float(np.percentile(times, 99)), 2) if times else None,
-            "errors": sum(1 for k, _, st in results if k == kind and st not in (200, 201)),
-        }
-        failed = sorted({st for k, _, st in results if k == kind and st not in (200, 201)})
-        if failed:
-            out[kind]["error_statuses"] = failed
+        out[kind] = latencies(data["results"], kind)
     out["events_acknowledged"] = len(data["acked"])
     out["events_in_database"] = len(stored)
     out["events_lost"] = len(set(data["acked"]) - stored)
