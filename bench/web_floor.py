@@ -87,8 +87,6 @@ def stack_app(settings: Settings):
 
 def serve(mode: str, home: Path, port: int) -> None:
     """Runs in its own process: serve ``mode`` with the server `recsys serve` would choose."""
-    from gunicorn.app.base import BaseApplication
-
     from web import server
 
     chosen = server.plan(None, None)
@@ -99,26 +97,8 @@ def serve(mode: str, home: Path, port: int) -> None:
         print(f"serving {mode} with {chosen}", flush=True)
         server._gunicorn(app, "127.0.0.1", port, chosen)
         return
-    app = bare_app()
-
-    class Bare(BaseApplication):
-        def load_config(self) -> None:
-            options = {
-                "bind": f"127.0.0.1:{port}",
-                "workers": chosen.workers,
-                "threads": chosen.threads,
-                "worker_class": "gthread",
-                "accesslog": None,
-                "keepalive": 5,
-            }
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self):
-            return app
-
     print(f"serving {mode} with {chosen}", flush=True)
-    Bare().run()
+    server.serve_with_gunicorn(bare_app(), server.gunicorn_options("127.0.0.1", port, chosen))
 
 
 def load_against(mode: str, home: Path, args) -> dict:

@@ -128,9 +128,34 @@ def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = Fal
         )
 
 
-def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
+def gunicorn_options(host: str, port: int, chosen: Plan) -> dict:
+    """gunicorn's settings for this plan (bench/web_floor.py serves its bare app with them too)."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": chosen.workers,
+        "threads": chosen.threads,
+        "worker_class": "gthread",
+        "accesslog": None,
+        "keepalive": 5,
+    }
+
+
+def serve_with_gunicorn(app, options: dict) -> None:
+    """Serve ``app``, already loaded here, before the fork: the workers share its memory."""
     from gunicorn.app.base import BaseApplication
 
+    class Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    Gunicorn().run()
+
+
+def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
     def post_fork(server, worker) -> None:
         # The parent's database connections must not be shared: each worker opens its own.
         app.extensions["recsys"].workspace.engine.dispose(close=False)
@@ -145,23 +170,5 @@ def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
         if log is not None:
             log.flush()
 
-    class Gunicorn(BaseApplication):
-        def load_config(self) -> None:
-            options = {
-                "bind": f"{host}:{port}",
-                "workers": chosen.workers,
-                "threads": chosen.threads,
-                "worker_class": "gthread",
-                "accesslog": None,
-                "post_fork": post_fork,
-                "post_worker_init": post_worker_init,
-                "worker_exit": worker_exit,
-                "keepalive": 5,
-            }
-            for key, value in options.items():
-                self.cfg.set(key, value)
-
-        def load(self):
-            return app  # loaded once, here, before the fork: the workers share its memory
-
-    Gunicorn().run()
+    hooks = {"post_fork": post_fork, "post_worker_init": post_worker_init, "worker_exit": worker_exit}
+    serve_with_gunicorn(app, {**gunicorn_options(host, port, chosen), **hooks})
