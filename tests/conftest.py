@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,31 @@ def _admin(sql: str, **params) -> list:
         engine.dispose()
 
 
+def _drop_database(name: str, attempts: int = 5) -> None:
+    """Drop a test database, even while a server process still has it open.
+
+    Not WITH (FORCE): PostgreSQL refuses that to a non-superuser while an autovacuum worker is in
+    the database ("must be a member of the role whose process is being terminated"). So the
+    sessions the tests left open (all ours) are ended first, and a plain DROP then stops
+    autovacuum itself and waits for it.
+    """
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(attempts):
+        _admin(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE datname = :n AND usename = current_user AND pid <> pg_backend_pid()",
+            n=name,
+        )
+        try:
+            _admin(f'DROP DATABASE IF EXISTS "{name}"')
+            return
+        except OperationalError:  # still in use: a session that came back, or a slow one
+            if attempt == attempts - 1:
+                raise
+            time.sleep(1)
+
+
 def _database_name(home: Path) -> str:
     return "recsys_t_" + hashlib.sha1(str(Path(home).resolve()).encode()).hexdigest()[:24]
 
@@ -69,7 +95,7 @@ def copy_home(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     if ON_POSTGRES:
         source, target = _database_name(src), _database_name(dst)
-        _admin(f'DROP DATABASE IF EXISTS "{target}"')
+        _drop_database(target)
         _admin(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
         _created_databases.add(target)
     return dst
@@ -220,7 +246,7 @@ def csrf_token(html: bytes | str) -> str:
 def _drop_test_databases():
     yield
     for name in sorted(_created_databases):
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(name)
 
 
 @pytest.fixture
