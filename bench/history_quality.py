@@ -2,8 +2,8 @@
 
 For each label, ``--users`` users view 5 random items of that label: how many of their top 10
 share it? Then each of them views 5 items of a second label: how many of those appear at once?
-Runs the product's own hot path (``Recommender.space`` + the average profile + ``rank``), with seen
-items excluded, on the workspace given by ``--home`` (e.g. flowers5 ingested and embedded).
+Runs the product's own path (``Recommender.recommend_for_history`` with the ``average`` strategy),
+with seen items excluded, on the workspace given by ``--home`` (e.g. flowers5 ingested and embedded).
 
     python bench/history_quality.py --home /path/to/workspace [--users 200] [--json]
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,10 +22,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import recsys  # noqa: E402,F401
+from recsys.events import Event  # noqa: E402
 from recsys.recommend import Recommender  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
-from recsys.space import rank  # noqa: E402
-from recsys.strategies.average import profile as space_profile  # noqa: E402
 from recsys.workspace import Workspace  # noqa: E402
 
 
@@ -39,19 +39,19 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
-    with Workspace(Settings.from_env(home=args.home)) as ws:
-        space = Recommender(ws, log=None).space()
+    ws = Workspace(Settings.from_env(home=args.home))
+    rec = Recommender(ws, log=None, impressions=None)
+    space = rec.space()
     labels = sorted({lab for lab in space.labels if lab is not None})
     by_label = {lab: space.ids[space.labels == lab] for lab in labels}
     label_of = {int(i): lab for i, lab in zip(space.ids, space.labels, strict=True)}
+    now = datetime.now(UTC)
 
     def top10(views: dict[int, float]) -> list[str]:
-        query = space_profile(space, views)
-        if args.diversify is None:
-            hits, _ = rank(space, query, 10, set(views))
-        else:
-            hits, _ = rank(space, query, 10, set(views), diversify=True, lam=args.diversify)
-        return [label_of[i] for i, _ in hits]
+        history = [Event(i, "view", w, now) for i, w in views.items()]
+        options = {} if args.diversify is None else {"diversify": True, "mmr_lambda": args.diversify}
+        result = rec.recommend_for_history(history, 10, strategy="average", describe=False, **options)
+        return [label_of[r.item_id] for r in result.items]
 
     report: dict = {}
     for first in labels:

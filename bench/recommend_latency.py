@@ -5,10 +5,11 @@ from ../shared/data): each synthetic item is a real vector plus isotropic noise,
 neighbourhoods keep the structure of real images (uniform random vectors would make ANN recall
 meaningless). Each query is a user with 20 viewed items drawn from 4 real neighbourhoods.
 
-What is timed is the in-process hot path of ``Recommender.recommend``: the profile (weighted mean
-of the history vectors), the faiss search with seen items excluded, and the "because you viewed"
-explanations (``recsys.strategies.average.profile`` + ``recsys.space.rank``). Not timed: the SQL
-read of the history and of item titles (sub-millisecond on SQLite). Recall@10 is against exact
+What is timed is the in-process hot path of ``Recommender.recommend``, through the very function it
+ranks with (``recsys.serving.ranking.rank`` with the ``average`` strategy): the profile (weighted
+mean of the history vectors), the faiss search with seen items excluded, and the "because you
+viewed" explanations. Not timed: the SQL read of the history and of item titles (sub-millisecond on
+SQLite). Recall@10 is against exact
 search (Flat) on the same queries. Prints p50/p99 ms per index and search setting.
 
     python bench/recommend_latency.py [--sizes 10000,100000,1000000] [--queries 300] [--json]
@@ -22,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,10 +33,13 @@ import numpy as np  # noqa: E402
 
 import recsys  # noqa: E402,F401
 from recsys import store  # noqa: E402
-from recsys.index import ItemIndex, _nlist  # noqa: E402
+from recsys.events import Event  # noqa: E402
+from recsys.index import ItemIndex, nlist_for  # noqa: E402
+from recsys.serving.ranking import rank  # noqa: E402
 from recsys.settings import Settings  # noqa: E402
-from recsys.space import VectorSpace, center_and_normalise, rank  # noqa: E402
-from recsys.strategies.average import profile as space_profile  # noqa: E402
+from recsys.space import VectorSpace, center_and_normalise  # noqa: E402
+from recsys.strategies import Catalogue, Context, Strategy  # noqa: E402
+from recsys.strategies.average import Average  # noqa: E402
 from recsys.workspace import Workspace  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -92,7 +97,7 @@ def mixture(
 
 def histories(
     base: np.ndarray, which: np.ndarray, queries: int, size: int, rng: np.random.Generator
-) -> list[dict[int, float]]:
+) -> list[list[Event]]:
     """Users with a coherent taste: ``size`` items from a real neighbourhood and its 3 nearest.
 
     (Item ids are row + 1.) Averaging unrelated neighbourhoods would aim the profile at empty
@@ -110,20 +115,31 @@ def histories(
         for b in taste:
             members = order[starts[b] : starts[b + 1]]
             picked += rng.choice(members, size=min(len(members), size // 4), replace=False).tolist()
-        out.append({int(r) + 1: 1.0 for r in picked})
+        now = datetime.now(UTC)
+        out.append([Event(int(r) + 1, "view", None, now) for r in dict.fromkeys(picked)])
     return out
 
 
-def timed_queries(space: VectorSpace, users: list[dict[int, float]], k: int):
+def timed_queries(served: Strategy, users: list[list], k: int):
+    """Each history ranked alone, as a request ranks it."""
+    context = served.context
+    options = {"catalogue": context.catalogue, "image_space": context.image_space}
     results, times = [], []
-    for weights in users[:10]:  # warm-up
-        rank(space, space_profile(space, weights), k, set(weights))
-    for weights in users:
+    for history in users[:10]:  # warm-up
+        rank(served, [history], [None], k, **options)
+    for history in users:
         start = time.perf_counter()
-        hits, _because = rank(space, space_profile(space, weights), k, set(weights))
+        hits, _because = rank(served, [history], [None], k, **options)[0]
         times.append((time.perf_counter() - start) * 1000)
         results.append([h[0] for h in hits])
     return results, times
+
+
+def average_over(space: VectorSpace, workspace) -> Average:
+    """The ``average`` strategy over a synthetic space (the catalogue is its items)."""
+    n = len(space.ids)
+    catalogue = Catalogue(space.ids, space.labels, np.linspace(0, 1, n))
+    return Average(Context(workspace, catalogue, lambda: space), {"half_life_days": None})
 
 
 def pct(values: list[float], q: float) -> float:
@@ -148,6 +164,7 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     base = base_vectors(Path(args.base_home))
+    workspace = Workspace(Settings(home=Path(args.base_home)))  # the settings a strategy reads
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         raw, which = mixture(base, n, args.noise, rng, args.components)
@@ -157,8 +174,9 @@ def main() -> None:
         gc.collect()
         ids = np.arange(1, n + 1, dtype=np.int64)
         space = VectorSpace(ids, matrix, [None] * n, center)
+        served = average_over(space, workspace)
         users = histories(base, which, args.queries, args.history, rng)
-        nlist = _nlist(n)
+        nlist = nlist_for(n)
         configs = [("Flat", [{}])]
         if n <= args.hnsw_max:
             configs.append(("HNSW32", [{"efSearch": e} for e in (64, 128, 256, 512)]))
@@ -179,7 +197,7 @@ def main() -> None:
             space.index = index
             for params in sweep:
                 index.apply_search_params(params)
-                results, times = timed_queries(space, users, args.k)
+                results, times = timed_queries(served, users, args.k)
                 if truth is None:
                     truth = results  # Flat is exact: the ground truth for the others
                 recall = statistics.mean(

@@ -95,7 +95,7 @@ def serve(mode: str, home: Path, port: int) -> None:
         logging.getLogger("recsys").setLevel(logging.INFO)  # the access log, as `recsys serve`
         app = stack_app(Settings(home=home))
         print(f"serving {mode} with {chosen}", flush=True)
-        server._gunicorn(app, "127.0.0.1", port, chosen)
+        server.serve_recsys_with_gunicorn(app, "127.0.0.1", port, chosen)
         return
     print(f"serving {mode} with {chosen}", flush=True)
     server.serve_with_gunicorn(bare_app(), server.gunicorn_options("127.0.0.1", port, chosen))

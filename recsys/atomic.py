@@ -1,16 +1,19 @@
-"""Files that appear whole or not at all, and the debris a killed writer leaves behind.
+"""Files and folders that appear whole or not at all, and the debris a killed writer leaves behind.
 
 Every writer puts its bytes in ``.NAME.PID-N.tmp`` beside the target and renames it into place, so
 readers see the old file or the new one, never half of one. A ``kill -9`` can only leave such a
-temporary behind; ``clear_stale`` removes the ones whose writing process is gone.
+temporary behind; ``clear_stale`` removes the ones whose writing process is gone. ``folder`` does
+the same for a folder of files (a saved model version, a static site).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 _counter = itertools.count()
@@ -34,7 +37,33 @@ def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def _alive(pid: int) -> bool:
+@contextlib.contextmanager
+def folder(final: Path, *, clear: bool = True) -> Iterator[Path]:
+    """A folder that appears at ``final`` whole or not at all: fill the one this yields; when the
+    block ends without an error it is renamed into place, and a folder already at ``final`` goes
+    only once the new one is there. ``clear``: first remove what killed writers left beside it
+    (folders recsys owns; not a user's own folder)."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if clear:
+        clear_stale(final.parent)
+    tmp = temporary(final)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if final.exists():
+            old = temporary(final)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -53,7 +82,7 @@ def stale_temporaries(folder: Path, *, recursive: bool = False) -> list[Path]:
     stale = []
     for path in candidates:
         match = _TEMPORARY.match(path.name)
-        if match and int(match.group(1)) != os.getpid() and not _alive(int(match.group(1))):
+        if match and int(match.group(1)) != os.getpid() and not alive(int(match.group(1))):
             stale.append(path)
     return sorted(stale)
 

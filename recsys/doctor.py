@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import func, select
 
-from recsys import atomic, store
+from recsys import atomic, queries, registry, store, strategies
 
 
 @dataclass(frozen=True)
@@ -22,10 +23,35 @@ class Finding:
         return asdict(self)
 
 
+def trained_models(workspace) -> Finding:
+    """Every saved version and fine-tuned embedder holds the files its kind needs."""
+    files = {name: cls.files for name, cls in strategies.REGISTRY.items() if cls.needs_model}
+    versions = registry.versions(workspace)
+    broken = [
+        f"{v.kind} v{v.version}"
+        for v in versions
+        if registry.missing(workspace.home / v.path, files.get(v.kind, ("the folder",)))
+    ]
+    root = registry.embedders_folder(workspace.settings.models_dir)
+    folders = (
+        [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    )
+    broken += [f"embedder {p.name}" for p in folders if registry.missing(p, registry.EMBEDDER_FILES)]
+    kinds = Counter(v.kind for v in versions)
+    if folders:
+        kinds["embedder"] = len(folders)
+    detail = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "none"
+    return Finding(
+        "trained models",
+        not broken,
+        f"{sum(kinds.values())} saved model(s) ({detail}), {len(broken)} with missing files"
+        + (f" ({broken[0]})" if broken else ""),
+        "train it again (`recsys train`, `recsys finetune`: a new version); older ones stay registered",
+    )
+
+
 def diagnose(workspace, model: str | None = None) -> list[Finding]:
     """Run every check; never changes the workspace."""
-    from recsys.index import ItemIndex
-
     model = model or workspace.settings.model
     findings: list[Finding] = []
 
@@ -75,44 +101,30 @@ def diagnose(workspace, model: str | None = None) -> list[Finding]:
         )
     )
 
-    index = ItemIndex.load(workspace.settings.index_dir, model)
-    if index is None:
-        index_path, _ = ItemIndex.paths(workspace.settings.index_dir, model)
-        exists = index_path.exists()
+    state = queries.index_state(workspace, model)
+    if state.index is None:
         findings.append(
             Finding(
                 "index",
-                not exists,
-                "index file damaged or incomplete" if exists else "no index yet (built on first use)",
+                not state.file_exists,
+                "index file damaged or incomplete"
+                if state.file_exists
+                else "no index yet (built on first use)",
                 f"recsys index --model {model}",
             )
         )
     else:
-        with workspace.session() as s:
-            ids, _ = store.load_embeddings(s, model)
-        status = index.status(ids, model)
+        status = state.status
         findings.append(
             Finding(
                 "index",
                 status.state == "fresh",
-                f"{index.meta.factory} index of {index.meta.count} items: {status.state}"
+                f"{state.index.meta.factory} index of {state.index.meta.count} items: {status.state}"
                 + (f" ({status.reason})" if status.reason else ""),
                 f"recsys index --model {model} (or let the next recommendation update it)",
             )
         )
-
-    with workspace.session() as s:
-        versions = s.scalars(select(store.ModelVersion).order_by(store.ModelVersion.version)).all()
-    broken = [v for v in versions if not (workspace.home / v.path / "weights.weights.h5").is_file()]
-    findings.append(
-        Finding(
-            "trained models",
-            not broken,
-            f"{len(versions)} two-tower version(s), {len(broken)} with missing files"
-            + (f" (v{broken[0].version})" if broken else ""),
-            "recsys train (a new version); older versions stay in the registry",
-        )
-    )
+    findings.append(trained_models(workspace))
     settings = workspace.settings
     leftovers = [
         path

@@ -12,8 +12,9 @@ which browsers load from ``file://`` where they refuse ``fetch``):
   mean of the viewed items' vectors) and "because you viewed X";
 - ``index.html`` and ``style.css``.
 
-The folder is built beside ``DIR`` and renamed into place, so a failed export leaves nothing
-half-written; an earlier export in ``DIR`` is replaced, any other non-empty folder is refused.
+The folder is built beside ``DIR`` and renamed into place (``atomic.folder``), so a failed export
+leaves nothing half-written; an earlier export in ``DIR`` is replaced, any other non-empty folder is
+refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import select
 
-from recsys import store
+from recsys import atomic, store
 from recsys.errors import RecsysError
-from recsys.interactions import EVENT_WEIGHTS
+from recsys.events import EVENT_WEIGHTS
 
 ASSETS = Path(__file__).resolve().parent / "static_site"
 MARKER = ".recsys-static"
@@ -115,7 +115,7 @@ def export_static(
     if options.quantise not in QUANTISATIONS:
         raise RecsysError(f"--quantise {options.quantise!r}: use one of {', '.join(QUANTISATIONS)}")
     workspace = recommender.workspace
-    space = recommender._require_space()
+    space = recommender.vectors.require()
     matrix = space.matrix if options.pca is None else reduce(space.matrix, options.pca)
     raw, scale = quantise(matrix, options.quantise)
     with workspace.session() as s:
@@ -128,10 +128,8 @@ def export_static(
             )
         }
     start = [r.item_id for r in recommender.popular(options.start)]
-    building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
-    shutil.rmtree(building, ignore_errors=True)
-    (building / "thumbs").mkdir(parents=True)
-    try:
+    with atomic.folder(folder, clear=False) as building:  # an earlier export goes once this one is whole
+        (building / "thumbs").mkdir()
         for item_id in tqdm(space.ids.tolist(), desc="thumbnails", unit="item", disable=not progress):
             path = workspace.image_file(rows[item_id].image_path)
             try:
@@ -161,10 +159,6 @@ def export_static(
         for asset in ("index.html", "recsys-static.js", "style.css"):
             shutil.copyfile(ASSETS / asset, building / asset)
         (building / MARKER).write_text(json.dumps({"model": space.name, "items": len(items)}))
-        _swap_into_place(building, folder)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
     return {
         "folder": str(folder),
         "items": len(items),
@@ -176,14 +170,3 @@ def export_static(
         "thumbs_bytes": sum(p.stat().st_size for p in (folder / "thumbs").iterdir()),
         "total_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
     }
-
-
-def _swap_into_place(building: Path, folder: Path) -> None:
-    """Rename the finished site into ``folder``; an earlier export there goes only once it is."""
-    if not folder.exists():
-        os.replace(building, folder)
-        return
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    os.replace(folder, old)
-    os.replace(building, folder)
-    shutil.rmtree(old, ignore_errors=True)

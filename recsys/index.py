@@ -69,7 +69,7 @@ def choose_factory(n: int, dim: int, memory_budget_gb: float = 4.0) -> str:
     if n * (dim * 4 + reduced * 4 + HNSW_M * 2 * 4) * 1.1 <= memory_budget_gb * 2**30:
         # the graph is walked in a PCA-reduced space, then the candidates are re-scored exactly
         return f"PCA{reduced},HNSW{HNSW_M},RFlat" if reduced < dim else f"HNSW{HNSW_M}"
-    nlist = _nlist(n)
+    nlist = nlist_for(n)
     budget_bytes_per_vector = memory_budget_gb * 2**30 / n / 1.2
     m = max(8, min(dim // 4, int(budget_bytes_per_vector)))
     while dim % m:  # PQ needs sub-vectors of equal length
@@ -77,7 +77,7 @@ def choose_factory(n: int, dim: int, memory_budget_gb: float = 4.0) -> str:
     return f"IVF{nlist},PQ{m}"
 
 
-def _nlist(n: int) -> int:
+def nlist_for(n: int) -> int:
     """About 2 sqrt(n) lists, a power of two (training cost grows with lists x sample)."""
     return int(2 ** round(math.log2(max(16.0, 2 * math.sqrt(n)))))
 

@@ -18,15 +18,13 @@ from sqlalchemy import select, tuple_
 
 from recsys import store
 from recsys.errors import Conflict, NotFound, RecsysError
+from recsys.events import EVENT_WEIGHTS
 from recsys.impressions import check_request_id
-
-#: Default weight of each event type in a profile (an explicit weight on the event wins).
-EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 1.5, "like": 3.0, "purchase": 5.0}
 
 
 @dataclass(frozen=True)
-class Event:
-    """One thing a user did.
+class NewEvent:
+    """One thing a user did, as a client reports it (by keys; stored, it is an ``events.Event``).
 
     Attributes:
         user: The caller's user key (created on first sight).
@@ -126,7 +124,7 @@ def parse_time(value: str | float | datetime | None) -> datetime:
     return ts
 
 
-def validate(event: Event, max_weight: float = 100.0) -> Event:
+def validate(event: NewEvent, max_weight: float = 100.0) -> NewEvent:
     """A normalised copy of ``event``, or ``RecsysError`` naming what is wrong with it.
 
     ``ts`` stays None when none was given (the write stamps it), so a re-sent event without a
@@ -154,7 +152,7 @@ def validate(event: Event, max_weight: float = 100.0) -> Event:
         store.check_text(str(key), "event_key")
     request_id = None if event.request_id is None else check_request_id(event.request_id)
     ts = None if event.ts is None or (isinstance(event.ts, str) and not event.ts.strip()) else event.ts
-    return Event(user, item, kind, None if ts is None else parse_time(ts), weight, key, request_id)
+    return NewEvent(user, item, kind, None if ts is None else parse_time(ts), weight, key, request_id)
 
 
 class KnownIds:
@@ -173,14 +171,14 @@ class KnownIds:
 
 
 def record(
-    workspace, events: Sequence[Event], *, strict: bool = True, known: KnownIds | None = None
+    workspace, events: Sequence[NewEvent], *, strict: bool = True, known: KnownIds | None = None
 ) -> RecordReport:
     """Store events in one transaction. ``strict``: any bad event stores nothing and raises.
 
     ``known`` caches item and user ids across calls (the web server passes one per process).
     """
     report = RecordReport()
-    good: list[tuple[int, Event]] = []
+    good: list[tuple[int, NewEvent]] = []
     max_weight = workspace.settings.max_weight
     known = known or KnownIds()
     for n, raw in enumerate(events):
@@ -197,7 +195,7 @@ def record(
     if missing:
         with workspace.engine.connect() as conn:
             known.remember(known.items, store.item_ids(conn, missing))
-    kept: list[tuple[int, Event]] = []
+    kept: list[tuple[int, NewEvent]] = []
     for n, e in good:
         if e.item in known.items:
             kept.append((n, e))
@@ -216,7 +214,7 @@ def record(
 
 
 def _write(
-    workspace, numbered: list[tuple[int, Event]], known: KnownIds
+    workspace, numbered: list[tuple[int, NewEvent]], known: KnownIds
 ) -> tuple[int, list[tuple[int, str]]]:
     """Insert the events; return how many were new and which keyed ones contradict a stored one.
 
@@ -256,7 +254,7 @@ def _write(
 
 
 def _conflicts(
-    conn, numbered: list[tuple[int, Event]], user_ids: dict[str, int], item_ids: dict[str, int]
+    conn, numbered: list[tuple[int, NewEvent]], user_ids: dict[str, int], item_ids: dict[str, int]
 ) -> list[tuple[int, str]]:
     """Keyed events whose user already holds that key for another payload (item, event, weight,
     and time when one was given). Only the user's own events are looked at."""
@@ -320,7 +318,7 @@ def import_csv(
                 try:
                     events.append(
                         validate(
-                            Event(
+                            NewEvent(
                                 user=row["user"],
                                 item=row["item"],
                                 event=row.get("event") or "view",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from recsys.catalog import CatalogEntry, ingest_entries
 from recsys.errors import RecsysError
-from recsys.interactions import Event, record
+from recsys.interactions import NewEvent, record
 
 
 @dataclass
@@ -88,9 +88,9 @@ def ingest_movielens(
     for user, movie, rating, ts in rows[["userId", "movieId", "rating", "timestamp"]].itertuples(index=False):
         when = datetime.fromtimestamp(int(ts), UTC)
         key, base = f"movie/{int(movie)}", f"ml:{int(user)}:{int(movie)}"
-        events.append(Event(f"ml-{int(user)}", key, "view", when, None, f"{base}:view"))
+        events.append(NewEvent(f"ml-{int(user)}", key, "view", when, None, f"{base}:view"))
         if rating >= like_threshold:
-            events.append(Event(f"ml-{int(user)}", key, "like", when, None, f"{base}:like"))
+            events.append(NewEvent(f"ml-{int(user)}", key, "like", when, None, f"{base}:like"))
     batch = 5000
     for start in tqdm(range(0, len(events), batch), desc="ratings", unit="batch", disable=not progress):
         part = record(workspace, events[start : start + batch])

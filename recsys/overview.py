@@ -8,11 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 
-import numpy as np
 from sqlalchemy import func, select
 
-from recsys import doctor, experiments, store
-from recsys.evaluate import latest_evaluations
+from recsys import doctor, experiments, queries, registry, store
 
 
 def catalogue(workspace) -> dict:
@@ -63,7 +61,7 @@ def models(workspace) -> list[dict]:
 
 def evaluation(workspace) -> dict | None:
     """The latest offline evaluation: its split, when, and its metric rows (recall@K per strategy)."""
-    found = latest_evaluations(workspace)
+    found = registry.latest_evaluations(workspace)
     if not found:
         return None
     latest = found[0]
@@ -82,20 +80,6 @@ def experiment_reports(workspace) -> list[dict]:
     return [experiments.report(workspace, e.name) for e in experiments.all_experiments(workspace)]
 
 
-def index_status(workspace, model: str) -> dict | None:
-    """The saved index of ``model``: what it is, and whether it matches the stored vectors."""
-    from recsys.index import ItemIndex
-
-    index = ItemIndex.load(workspace.settings.index_dir, model)
-    if index is None:
-        return None
-    e = store.Embedding
-    with workspace.session() as s:
-        ids = np.fromiter(s.scalars(select(e.item_id).where(e.model == model).order_by(e.item_id)), np.int64)
-    status = index.status(ids, model)
-    return {**index.describe(), "status": status.state, "reason": status.reason}
-
-
 def overview(workspace, model: str | None = None) -> dict:
     """Everything above; a part that fails says why instead of taking the page down."""
     model = model or workspace.settings.model
@@ -106,7 +90,7 @@ def overview(workspace, model: str | None = None) -> dict:
         "models": lambda: models(workspace),
         "evaluation": lambda: evaluation(workspace),
         "experiments": lambda: experiment_reports(workspace),
-        "index": lambda: index_status(workspace, model),
+        "index": lambda: queries.index_state(workspace, model).describe(),
         "doctor": lambda: [f.as_dict() for f in doctor.diagnose(workspace, model)],
     }
     out: dict[str, object] = {"model": model, "errors": {}}

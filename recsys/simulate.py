@@ -20,7 +20,7 @@ from sqlalchemy import select
 
 from recsys import store
 from recsys.errors import RecsysError
-from recsys.interactions import Event, record
+from recsys.interactions import NewEvent, record
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SimulationConfig:
 
 def generate(
     items: list[tuple[str, str | None]], config: SimulationConfig, vectors: np.ndarray | None = None
-) -> list[Event]:
+) -> list[NewEvent]:
     """Events for ``items`` (key, label) with optional unit ``vectors`` (one row per item); pure."""
     rng = np.random.default_rng(config.seed)
     labels = sorted({label for _, label in items if label is not None})
@@ -71,7 +71,7 @@ def generate(
         probs = np.empty(len(keys))
         probs[order] = weights / weights.sum()
         popularity[label] = probs
-    events: list[Event] = []
+    events: list[NewEvent] = []
     for u in range(config.users):
         user = f"sim-{config.seed}-{u:05d}"
         taste = rng.dirichlet([config.concentration] * len(labels))
@@ -104,7 +104,7 @@ def generate(
             unseen[label][picked] = False
             kind = rng.choice(["view", "click", "like"], p=[0.75, 0.15, 0.10])
             when += timedelta(seconds=float(rng.exponential(90.0)))
-            events.append(Event(user, key, str(kind), when, None, f"sim:{config.seed}:{u}:{n}"))
+            events.append(NewEvent(user, key, str(kind), when, None, f"sim:{config.seed}:{u}:{n}"))
             left_in_session -= 1
     return events
 
@@ -238,7 +238,7 @@ def simulate_online(recommender, config: OnlineConfig, *, progress: bool = True)
                 if rng.random() < chance / np.log2(position + 2):  # lower in the list, seen less
                     recommender.record(user, item.key, "click", request_id=result.request_id)
                     clicks += 1
-    experiment = recommender.experiment()
+    experiment = recommender.selection.experiment()
     return {
         "users": config.users,
         "lists": lists,

@@ -1,7 +1,8 @@
 """The retrieval space: unit vectors of one model (or one trained tower) with a faiss index, and the
-ranking steps every strategy shares: exclusions, label filters, MMR and "because you viewed".
+steps every ranking shares: exclusions, label filters, MMR and "because you viewed".
 
-Low in the house: strategies and ``Recommender`` both stand on it; it imports neither.
+Low in the house: strategies and serving both stand on it; it imports neither. The ranking that
+puts these steps together is ``recsys.serving.ranking``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from recsys import ids as id_lookup
 from recsys.index import ItemIndex, exact_search
 
 
@@ -61,11 +63,7 @@ class VectorSpace:
 
     def rows(self, item_ids: Sequence[int]) -> np.ndarray:
         """Row numbers of the given ids; ids without a vector are dropped."""
-        item_ids = np.asarray(item_ids, dtype=np.int64)
-        if len(self.ids) == 0 or len(item_ids) == 0:
-            return np.zeros(0, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
-        return pos[self.ids[pos] == item_ids]
+        return id_lookup.rows(self.ids, item_ids)
 
     def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         if self.index is not None:
@@ -104,10 +102,8 @@ def retrieve(
             item_id = int(item_id)
             if item_id < 0 or item_id in exclude:
                 continue
-            if allowed is not None:
-                row = np.searchsorted(space.ids, item_id)
-                if not allowed(space.labels[row]):
-                    continue
+            if allowed is not None and not allowed(space.labels[space.rows([item_id])[0]]):
+                continue
             hits.append((item_id, float(score)))
             if len(hits) == k:
                 return hits
@@ -146,19 +142,3 @@ def explain(space: VectorSpace, result_ids: Sequence[int], history_ids: set[int]
     sims = space.matrix[res_rows] @ space.matrix[hist_rows].T
     nearest = space.ids[hist_rows][np.argmax(sims, axis=1)]
     return {int(space.ids[r]): int(h) for r, h in zip(res_rows, nearest, strict=True)}
-
-
-def rank(
-    space: VectorSpace,
-    query: np.ndarray,
-    k: int,
-    seen: set[int],
-    allowed: Callable[[str | None], bool] | None = None,
-    diversify: bool = False,
-    lam: float = 0.7,
-) -> tuple[list[tuple[int, float]], dict[int, int]]:
-    """The hot path of a recommendation: unseen top-k (optionally MMR) and their explanations."""
-    hits = retrieve(space, query, max(k * 5, 50) if diversify else k, seen, allowed)
-    if diversify:
-        hits = mmr(space, query, hits, k, lam)
-    return hits, explain(space, [h[0] for h in hits], seen)

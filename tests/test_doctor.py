@@ -41,7 +41,7 @@ def test_each_kind_of_damage_is_found_with_its_repair(embedded_copy):
     assert "BAD  embeddings      1 of 200 items have no efficientnet-lite0 embedding" in out
     assert "no longer have embeddings" in out and "repair: recsys index" in out
     assert "repair: recsys embed --model efficientnet-lite0" in out
-    assert "BAD  trained models  1 two-tower version(s), 1 with missing files (v1)" in out
+    assert "BAD  trained models  1 saved model(s) (two-tower 1), 1 with missing files (two-tower v1)" in out
     assert db_rows(embedded_copy, counts) == before  # diagnosis changes nothing
 
     index_file = embedded_copy / "indexes" / "efficientnet-lite0.faiss"
@@ -52,3 +52,19 @@ def test_each_kind_of_damage_is_found_with_its_repair(embedded_copy):
 
 def test_a_folder_without_a_schema_is_reported(tmp_path):
     assert "no recsys schema" in one_line_error(run_cli("doctor", home=tmp_path / "empty"))
+
+
+def test_a_healthy_ease_version_is_not_a_broken_two_tower(embedded_copy):
+    """Bug at ff4e1ae: after `recsys train --strategy ease`, doctor said "1 two-tower version(s), 1 with
+    missing files": it checked every saved version for the two-tower's weight file. Each kind's own
+    files are checked now, and a file an EASE version lacks is still found."""
+    home = embedded_copy
+    run_cli("simulate", "--users", "30", "--events-per-user", "10", "--quiet", home=home, check=True)
+    run_cli("train", "--strategy", "ease", home=home, check=True)
+    findings = {f["check"]: f for f in json.loads(run_cli("doctor", "--json", home=home, check=True).stdout)}
+    assert findings["trained models"]["ok"], findings["trained models"]
+    assert "1 saved model(s) (ease 1), 0 with missing files" in findings["trained models"]["detail"]
+    (home / "models" / "ease" / "v1" / "weights.npy").unlink()
+    proc = run_cli("doctor", home=home)
+    assert "1 problem(s) found" in one_line_error(proc)
+    assert "BAD  trained models  1 saved model(s) (ease 1), 1 with missing files (ease v1)" in proc.stdout

@@ -12,7 +12,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from recsys import evaluate as ev
-from recsys import store
+from recsys import metrics, splits, store
 from recsys.recommend import Recommender
 from recsys.simulate import SimulationConfig, generate, simulate
 from recsys.workspace import Workspace
@@ -29,7 +29,7 @@ def ev_(item, minutes, event="view"):
 
 
 def test_metrics_hand_computed():
-    m = ev.ranking_metrics([5, 3, 9, 1, 7], {3, 7, 8}, 5)
+    m = metrics.ranking_metrics([5, 3, 9, 1, 7], {3, 7, 8}, 5)
     assert m["recall"] == pytest.approx(2 / 3)
     assert m["precision"] == pytest.approx(2 / 5)
     dcg = 1 / math.log2(3) + 1 / math.log2(6)
@@ -38,36 +38,36 @@ def test_metrics_hand_computed():
     assert m["ndcg"] == pytest.approx(0.477624, abs=1e-6)
     assert m["map"] == pytest.approx((1 / 2 + 2 / 5) / 3)
     assert m["hit_rate"] == 1.0
-    assert ev.reciprocal_rank([5, 3, 9, 1, 7], {3, 7, 8}) == 0.5
+    assert metrics.reciprocal_rank([5, 3, 9, 1, 7], {3, 7, 8}) == 0.5
 
 
 def test_user_with_one_held_out_item():
-    m = ev.ranking_metrics([4, 2, 6], {2}, 10)
+    m = metrics.ranking_metrics([4, 2, 6], {2}, 10)
     assert m == pytest.approx(
         {"recall": 1.0, "precision": 0.1, "ndcg": 1 / math.log2(3), "map": 0.5, "hit_rate": 1.0}
     )
-    miss = ev.ranking_metrics([4, 2, 6], {2}, 1)
+    miss = metrics.ranking_metrics([4, 2, 6], {2}, 1)
     assert miss == {"recall": 0.0, "precision": 0.0, "ndcg": 0.0, "map": 0.0, "hit_rate": 0.0}
 
 
 def test_empty_recommendation_list_scores_zero():
-    assert ev.ranking_metrics([], {1, 2}, 10) == {
+    assert metrics.ranking_metrics([], {1, 2}, 10) == {
         "recall": 0.0,
         "precision": 0.0,
         "ndcg": 0.0,
         "map": 0.0,
         "hit_rate": 0.0,
     }
-    assert ev.reciprocal_rank([], {1}) == 0.0
-    assert ev.intra_list_diversity([], {}) == 0.0
-    assert ev.novelty([], {}, 10) == 0.0
+    assert metrics.reciprocal_rank([], {1}) == 0.0
+    assert metrics.intra_list_diversity([], {}) == 0.0
+    assert metrics.novelty([], {}, 10) == 0.0
     with pytest.raises(ValueError):
-        ev.ranking_metrics([1], set(), 10)
+        metrics.ranking_metrics([1], set(), 10)
 
 
 def test_ties_in_time_and_in_popularity_are_broken_deterministically(embedded_copy):
     # Same timestamp: the split orders by item id, so the held-out item is always the larger id.
-    split = ev.temporal_split({"u": [ev_(9, 0), ev_(4, 0), ev_(7, 0)]}, last_n=1)
+    split = splits.temporal_split({"u": [ev_(9, 0), ev_(4, 0), ev_(7, 0)]}, last_n=1)
     assert split.test == {"u": {9}} and [e[0] for e in split.train["u"]] == [4, 7]
     # Equal popularity: the newest item first, every time.
     with Workspace(settings_for(embedded_copy)) as ws:
@@ -81,9 +81,9 @@ def test_ties_in_time_and_in_popularity_are_broken_deterministically(embedded_co
 def test_diversity_and_novelty_by_hand():
     vectors = {1: np.array([1.0, 0.0]), 2: np.array([0.0, 1.0]), 3: np.array([1.0, 0.0])}
     # pairs: (1,2) distance 1, (1,3) distance 0, (2,3) distance 1 -> mean 2/3
-    assert ev.intra_list_diversity([1, 2, 3], vectors) == pytest.approx(2 / 3)
+    assert metrics.intra_list_diversity([1, 2, 3], vectors) == pytest.approx(2 / 3)
     # item 1 seen by 3 of 7 users: -log2(4/8) = 1; unseen item 2: -log2(1/8) = 3
-    assert ev.novelty([1, 2], {1: 3}, 7) == pytest.approx(2.0)
+    assert metrics.novelty([1, 2], {1: 3}, 7) == pytest.approx(2.0)
 
 
 # --- metrics against an independent brute-force implementation -----------------------------
@@ -116,7 +116,7 @@ def test_metrics_equal_brute_force_on_random_data():
         ranked = rng.permutation(n_items)[: int(rng.integers(0, n_items))].tolist()
         relevant = set(rng.choice(n_items, size=int(rng.integers(1, 10)), replace=True).tolist())
         k = int(rng.integers(1, 30))
-        assert ev.ranking_metrics(ranked, relevant, k) == pytest.approx(_brute(ranked, relevant, k))
+        assert metrics.ranking_metrics(ranked, relevant, k) == pytest.approx(_brute(ranked, relevant, k))
 
 
 def test_batched_list_metrics_equal_the_per_list_definitions():
@@ -131,20 +131,20 @@ def test_batched_list_metrics_equal_the_per_list_definitions():
     has_vector = ids[rng.random(n_items) < 0.8]  # the rest have no vector in the space
     rows = np.searchsorted(ids, has_vector)
     item_users = {int(i): int(rng.integers(1, 9)) for i in ids if rng.random() < 0.7}
-    scorer = ev.ListMetrics(ks, has_vector, matrix[rows], item_users, 40)
+    scorer = metrics.ListMetrics(ks, has_vector, matrix[rows], item_users, 40)
     vectors = {int(i): matrix[r] for i, r in zip(has_vector, rows, strict=True)}
     lists = [rng.permutation(ids)[: int(rng.integers(0, 35))].tolist() for _ in range(300)]
     relevant = [set(rng.choice(ids, size=int(rng.integers(1, 12))).tolist()) for _ in lists]
     got = scorer.score(lists, relevant)
     for n, (ranked, wanted) in enumerate(zip(lists, relevant, strict=True)):
         for k in ks:
-            for name, value in ev.ranking_metrics(ranked, wanted, k).items():
+            for name, value in metrics.ranking_metrics(ranked, wanted, k).items():
                 assert got[f"{name}@{k}"][n] == pytest.approx(value), (name, k, n)
             assert got[f"diversity@{k}"][n] == pytest.approx(
-                ev.intra_list_diversity(ranked[:k], vectors), abs=1e-5
+                metrics.intra_list_diversity(ranked[:k], vectors), abs=1e-5
             )
-            assert got[f"novelty@{k}"][n] == pytest.approx(ev.novelty(ranked[:k], item_users, 40))
-        assert got["mrr"][n] == pytest.approx(ev.reciprocal_rank(ranked, wanted))
+            assert got[f"novelty@{k}"][n] == pytest.approx(metrics.novelty(ranked[:k], item_users, 40))
+        assert got["mrr"][n] == pytest.approx(metrics.reciprocal_rank(ranked, wanted))
     with pytest.raises(ValueError):
         scorer.score([[100]], [set()])
 
@@ -152,13 +152,13 @@ def test_batched_list_metrics_equal_the_per_list_definitions():
 def test_bootstrap_interval_and_paired_comparison():
     rng = np.random.default_rng(0)
     values = rng.random(400)
-    lo, hi = ev.bootstrap_ci(values, samples=2000)
+    lo, hi = metrics.bootstrap_ci(values, samples=2000)
     assert lo < values.mean() < hi and hi - lo < 0.08
     better = values + 0.05 + rng.normal(0, 0.01, 400)
-    result = ev.paired_comparison(better, values)
+    result = metrics.paired_comparison(better, values)
     assert result["mean_difference"] == pytest.approx(0.05, abs=0.005)
     assert result["ci95"][0] > 0 and result["p_value"] < 0.01
-    same = ev.paired_comparison(values, values[::-1])
+    same = metrics.paired_comparison(values, values[::-1])
     assert same["p_value"] > 0.05
 
 
@@ -171,19 +171,19 @@ def test_temporal_split_holds_out_latest_and_keeps_short_users_in_training():
         "short": [ev_(1, 0), ev_(2, 1)],
         "rewatch": [ev_(1, 0), ev_(2, 1), ev_(1, 2)],
     }
-    split = ev.temporal_split(history, fraction=0.4)
+    split = splits.temporal_split(history, fraction=0.4)
     assert split.test["long"] == {5, 3}  # the two latest by time, not by insertion
     assert [e[0] for e in split.train["long"]] == [2, 4, 1]
     assert "short" not in split.test and split.train["short"] == history["short"]
     assert "rewatch" not in split.test  # its held-out item was already seen in training
-    assert ev.temporal_split(history, last_n=1).test["long"] == {3}
+    assert splits.temporal_split(history, last_n=1).test["long"] == {3}
 
 
 def test_random_split_is_deterministic_with_seed():
     history = {f"u{u}": [ev_(i, i) for i in range(20)] for u in range(10)}
-    a = ev.random_split(history, fraction=0.25, seed=3)
-    b = ev.random_split(history, fraction=0.25, seed=3)
-    c = ev.random_split(history, fraction=0.25, seed=4)
+    a = splits.random_split(history, fraction=0.25, seed=3)
+    b = splits.random_split(history, fraction=0.25, seed=3)
+    c = splits.random_split(history, fraction=0.25, seed=4)
     assert a.test == b.test and a.test != c.test
     assert all(len(t) == 5 for t in a.test.values())
 
@@ -286,7 +286,7 @@ def test_held_out_events_are_hidden_from_the_profile(embedded_copy):
         # a user whose last view is the item a profile of their first views ranks first
         history = [ev_(i, n) for n, i in enumerate(tulip_ids[:5])]
         top = rec.recommend_for_history(history, 1, describe=False).items[0].item_id
-        split = ev.temporal_split({"u": history + [ev_(top, 99)]}, last_n=1)
+        split = splits.temporal_split({"u": history + [ev_(top, 99)]}, last_n=1)
         report = ev.evaluate(rec, split, ["average"], [1], bootstrap=50)
     assert report.strategies[0].per_user["recall@1"] == [1.0]
 

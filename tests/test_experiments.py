@@ -358,14 +358,15 @@ def test_admin_refuses_read_and_write_tokens_and_anonymous_visitors_outside_demo
 
 def test_the_dashboard_shows_every_picture_in_headless_chromium(embedded_copy):
     from recsys import evaluate as ev
+    from recsys import events, splits
 
     home = embedded_copy
     run_cli("simulate", "--users", "30", "--events-per-user", "10", "--quiet", home=home, check=True)
     with Workspace(settings_for(home)) as ws:
         rec = Recommender(ws, log=None)
-        split = ev.temporal_split(ev.load_history(ws), fraction=0.2)
+        split = splits.temporal_split(events.load_history(ws), fraction=0.2)
         report = ev.evaluate(rec, split, ["popular", "average"], [5, 10, 20], bootstrap=50)
-        ev.save_evaluation(ws, report)
+        ev.save(ws, report)
     run_cli("experiment", "start", "ab", "--strategies", "popular,average", home=home, check=True)
     run_cli("simulate", "--online", "--users", "10", "--sessions", "2", "--quiet", home=home, check=True)
     secret = make_token(home, "admin", "dashboard")

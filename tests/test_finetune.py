@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from recsys import finetune
+from recsys import registry
 from tests.conftest import cli_env, one_line_error, run_cli
 
 
@@ -22,7 +22,7 @@ def test_a_one_epoch_label_finetune_registers_a_model_that_embed_uses(embedded_c
     assert 0 < report["frozen_accuracy"] <= 1 and 0 < report["finetuned_accuracy"] <= 1
     assert report["finetuned_accuracy"] >= report["frozen_accuracy"]  # the best epoch is kept (or none)
     assert report["seconds"] > 0 and report["metric"] == "held-out 1-NN label accuracy"
-    assert set(finetune.registered(home / "models")) == {"lite0-labels"}
+    assert set(registry.embedders(home / "models")) == {"lite0-labels"}
 
     embedded = run_cli("embed", "--model", "lite0-labels", "--json", "--quiet", home=home, check=True)
     assert json.loads(embedded.stdout)["embedded"] == 200
@@ -69,17 +69,17 @@ def test_a_killed_finetune_leaves_no_model_behind(embedded_copy):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert "epoch 2/" in seen, seen[-2000:]
-    assert finetune.registered(home / "models") == {}
+    assert registry.embedders(home / "models") == {}
     # what a run killed while saving would leave: a temporary folder of a dead process
-    root = finetune.folder(home / "models")
+    root = registry.embedders_folder(home / "models")
     root.mkdir(parents=True, exist_ok=True)
-    leftover = root / ".lite0-labels.tmp-999999"
+    leftover = root / ".lite0-labels.999999-0.tmp"
     leftover.mkdir()
     (leftover / "weights.h5").write_bytes(b"half")
-    assert finetune.registered(home / "models") == {}
+    assert registry.embedders(home / "models") == {}
     assert "unknown model" in one_line_error(run_cli("embed", "--model", "lite0-labels", home=home))
     run_cli("finetune", "--labels", "--epochs", "1", "--augment", "0", home=home, check=True)
-    assert not leftover.exists() and list(finetune.registered(home / "models")) == ["lite0-labels"]
+    assert not leftover.exists() and list(registry.embedders(home / "models")) == ["lite0-labels"]
 
 
 def test_bad_finetune_input_is_one_line(embedded_copy):
@@ -96,22 +96,23 @@ def test_bad_finetune_input_is_one_line(embedded_copy):
 
 def test_the_memory_layer_mixes_look_alikes_as_the_two_tower_borrows():
     """The Keras layer an `--interactions` model ends with gives a picture what
-    ``twotower.borrowed_vectors`` gives an item the two-tower has no row for."""
+    ``twotower.serve.borrowed_vectors`` gives an item the two-tower has no row for."""
     import numpy as np
 
-    from recsys import twotower
+    from recsys.embedders.memory import LookAlikeMemory
+    from recsys.twotower.serve import borrowed_vectors, image_inputs
 
     rng = np.random.default_rng(0)
     pooled = rng.random((6, 8)).astype(np.float32) * 3  # non-negative, not unit, as Lite0's
     known = rng.random((5, 8)).astype(np.float32)
     center = known.mean(axis=0) / np.linalg.norm(known.mean(axis=0))
-    keys = twotower.image_inputs(known / np.linalg.norm(known, axis=1, keepdims=True), center)
+    keys = image_inputs(known / np.linalg.norm(known, axis=1, keepdims=True), center)
     values = rng.normal(size=(5, 3)).astype(np.float32)
-    layer = finetune._memory_layer()(5, 8, 3, neighbours=3, temperature=0.1)
+    layer = LookAlikeMemory(5, 8, 3, neighbours=3, temperature=0.1)
     layer.build((None, 8))
     layer.set_weights([center, keys, values])
-    queries = twotower.image_inputs(pooled / np.linalg.norm(pooled, axis=1, keepdims=True), center)
-    expected = twotower.borrowed_vectors(queries, keys, values, 3, 0.1)
+    queries = image_inputs(pooled / np.linalg.norm(pooled, axis=1, keepdims=True), center)
+    expected = borrowed_vectors(queries, keys, values, 3, 0.1)
     np.testing.assert_allclose(layer(pooled).numpy(), expected, atol=1e-5)
     # a remembered picture is its own nearest look-alike: mostly itself, a little of the others
     own = layer(known * 2).numpy()
@@ -142,7 +143,7 @@ def test_interactions_finetune_trains_on_simulated_logs_without_the_cold_items(e
     assert report["params"]["cold_share"] == 0.2 and report["params"]["holdout"] == 0.2
     assert 0 <= report["frozen_accuracy"] <= 1 and 0 <= report["finetuned_accuracy"] <= 1
     assert report["epochs_run"] == 1 and report["best_epoch"] == 1
-    meta = json.loads((finetune.folder(home / "models") / "lite0-interactions" / "meta.json").read_text())
+    meta = registry.embedders(home / "models")["lite0-interactions"]
     assert meta["base"] == "efficientnet-lite0" and meta["params"]["seed"] == 0
     # it remembers the trained items only: not the 40 new ones, nor the 32 held out of the other 160
     assert meta["memory"]["items"] == 128 and meta["memory"]["neighbours"] == 100

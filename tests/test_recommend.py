@@ -77,7 +77,7 @@ def test_a_warmed_recommender_describes_lists_without_querying_the_items(ws):
     with ws.session() as s, s.begin():
         s.add(store.Item(key="late/arrival", image_path="x.jpg", label="late", title="Late"))
     late = ws.session().scalar(select(store.Item.id).where(store.Item.key == "late/arrival"))
-    assert rec._describe([(late, 1.0)])[0].key == "late/arrival"  # filled on a miss
+    assert rec.descriptions.describe([(late, 1.0)])[0].key == "late/arrival"  # filled on a miss
 
 
 def test_seen_items_are_never_returned_even_when_k_reaches_the_catalogue(ws):
@@ -369,4 +369,4 @@ def test_every_items_info_is_looked_up_once_per_recommender(tmp_path):
         first = len(statements)
         rec.remember_items()
         assert first >= 1 and len(statements) == first
-        assert set(rec._known.items) == {"a/1"}
+        assert set(rec.known.items) == {"a/1"}

@@ -333,7 +333,6 @@ def test_weights_are_bounded_and_no_answer_contains_nan_or_infinity(app, client,
                     user_id=user_id, item_id=item_ids[key], event="view", weight=1e308, ts=store.utcnow()
                 )
             )
-    app.extensions["recsys"].recommender._popularity = None
     for strategy in ("average", "popular"):
         r = client.get(f"/api/users/legacy/recommendations?k=10&strategy={strategy}", headers=writer)
         body = strict_json(r.data)

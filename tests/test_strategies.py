@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from recsys import evaluate as ev
-from recsys import store, strategies
+from recsys import events, splits, store, strategies
 from recsys.errors import RecsysError
+from recsys.events import History
 from recsys.recommend import Recommender
 from recsys.simulate import SimulationConfig, simulate
-from recsys.strategies.base import Catalogue, Context, Dense, History, Strategy
+from recsys.strategies.base import Catalogue, Context, Dense, Strategy
 from recsys.strategies.ease import Ease, ease_weights
 from recsys.workspace import Workspace
 from tests.conftest import one_line_error, run_cli, settings_for
@@ -82,17 +83,17 @@ def test_als_recovers_a_planted_block_structure():
 
 def test_no_cold_item_is_in_the_cold_split_training_events():
     history = {f"u{u}": [ev_(i, i) for i in range(1, 101) if (i + u) % 3 == 0] for u in range(30)}
-    split = ev.cold_item_split(history, np.arange(1, 101), share=0.2, seed=0)
+    split = splits.cold_item_split(history, np.arange(1, 101), share=0.2, seed=0)
     new = set(split.candidates.tolist())
     assert len(new) == 20
     assert all(e[0] not in new for events in split.train.values() for e in events)
     assert all(items <= new for items in split.test.values()) and split.test
-    assert ev.cold_item_split(history, np.arange(1, 101), share=0.2, seed=0).candidates.tolist() == sorted(
-        new
-    )
-    assert ev.cold_item_split(history, np.arange(1, 101), share=0.2, seed=1).candidates.tolist() != sorted(
-        new
-    )
+    assert splits.cold_item_split(
+        history, np.arange(1, 101), share=0.2, seed=0
+    ).candidates.tolist() == sorted(new)
+    assert splits.cold_item_split(
+        history, np.arange(1, 101), share=0.2, seed=1
+    ).candidates.tolist() != sorted(new)
 
 
 def test_strategies_fitted_on_one_split_build_its_interaction_matrix_once(monkeypatch):
@@ -102,7 +103,7 @@ def test_strategies_fitted_on_one_split_build_its_interaction_matrix_once(monkey
         f"u{u}": [ev_(i, i, "like" if i % 5 == 0 else "view") for i in range(1, 21) if (i * u) % 4 < 2]
         for u in range(1, 30)
     }
-    split = ev.temporal_split(history, fraction=0.2)
+    split = splits.temporal_split(history, fraction=0.2)
     with pytest.raises(TypeError):
         split.train["intruder"] = [ev_(1)]  # frozen: what was derived from it stays true
     built = []
@@ -131,7 +132,7 @@ def test_auto_serves_the_measured_best_and_falls_back_to_average(logged):
     with Workspace(settings_for(logged)) as ws:
         rec = Recommender(ws, log=None)
         assert rec.auto_choice()["strategy"] == "average" and rec.strategy("auto").name == "average"
-        split = ev.temporal_split(ev.load_history(ws), fraction=0.2)
+        split = splits.temporal_split(events.load_history(ws), fraction=0.2)
         split.params = {"holdout": 0.2, "min_events": 3}
         report = ev.evaluate(
             Recommender(ws, use_index=False, log=None),
@@ -140,7 +141,7 @@ def test_auto_serves_the_measured_best_and_falls_back_to_average(logged):
             [10],
             bootstrap=50,
         )
-        ev.save_evaluation(ws, report)
+        ev.save(ws, report)
         best = max(report.strategies, key=lambda r: r.mean("recall@10")).name
         fresh = Recommender(ws, log=None)
         assert fresh.auto_choice()["strategy"] == best
@@ -181,7 +182,7 @@ def test_a_new_strategy_plugs_in_without_touching_the_recommender(logged, monkey
         seen = {h.item_id for h in rec.history("sim-0-00002")}
         expected = [i for i in sorted(rec.catalogue().ids.tolist(), reverse=True) if i not in seen][:3]
         assert [r.item_id for r in result.items] == expected
-        split = ev.temporal_split(ev.load_history(ws), fraction=0.2)
+        split = splits.temporal_split(events.load_history(ws), fraction=0.2)
         report = ev.evaluate(
             Recommender(ws, use_index=False, log=None), split, ["reverse"], [10], bootstrap=20
         )

@@ -12,11 +12,14 @@ from sqlalchemy import select
 from recsys import store
 from recsys.catalog import ingest
 from recsys.embedders.runner import embed_missing
-from recsys.evaluate import load_history, temporal_split
+from recsys.events import load_history
 from recsys.index import ItemIndex
 from recsys.recommend import Recommender
 from recsys.simulate import SimulationConfig, simulate
-from recsys.twotower import TwoTowerConfig, borrowed_vectors, load, recall_at_k, train
+from recsys.splits import temporal_split
+from recsys.twotower import TwoTowerConfig
+from recsys.twotower.serve import borrowed_vectors
+from recsys.twotower.train import load, train, validation_recall
 from recsys.workspace import Workspace
 from tests.conftest import BUNDLED, copy_home, one_line_error, run_cli, settings_for
 
@@ -66,12 +69,12 @@ def test_the_history_mean_leans_towards_the_latest_items():
     """Half-life 1: each older item counts half the next; padding rows count nothing."""
     import dataclasses
 
-    from recsys.twotower import build_model
+    from recsys.twotower.model import TwoTowerModel
 
     rng = np.random.default_rng(0)
     table = np.vstack([np.zeros((1, 8)), rng.normal(size=(5, 8))]).astype(np.float32)
     config = dataclasses.replace(SMALL, recency_half_life=1.0)
-    model = build_model(table, 1, config)
+    model = TwoTowerModel(table, 1, config)
     rows = np.array([[3, 1, 4, 0, 0]], np.int32)  # oldest first, then padding
     got = model.history_mean(table[rows]).numpy()[0]
     expected = (0.25 * table[3] + 0.5 * table[1] + 1.0 * table[4]) / 1.75
@@ -96,7 +99,7 @@ def test_validation_recall_beats_random(trained_home):
     with Workspace(settings_for(trained_home)) as ws:
         model, vocab, row = load(ws)
         split = temporal_split(load_history(ws), fraction=0.2, min_events=3)
-    recall = recall_at_k(model, vocab, split.train, split.test)
+    recall = validation_recall(model, vocab, split.train, split.test)
     chance = np.mean([10 / (200 - len({e[0] for e in split.train[u]})) for u in split.test])
     assert recall > 1.5 * chance, (recall, chance)
     assert row.metrics["val_recall@10"] > chance
@@ -189,6 +192,7 @@ def test_two_epochs_with_id_dropout_history_ids_and_cold_items(trained_home, tmp
     import dataclasses
 
     from recsys import evaluate as ev
+    from recsys import events, splits
 
     home = copy_home(trained_home, tmp_path / "home")
     config = dataclasses.replace(SMALL, id_dropout=0.3, history_ids=True, cold_share=0.2, seed=0)
@@ -197,9 +201,9 @@ def test_two_epochs_with_id_dropout_history_ids_and_cold_items(trained_home, tmp
         model, vocab, row = load(ws, report.version)
         assert report.epochs_run == 2 and row.params["id_dropout"] == 0.3 and row.params["cold_share"] == 0.2
         rec = Recommender(ws, use_index=False, log=None)
-        new = ev.new_items(rec.catalogue().ids, 0.2, 0)
+        new = splits.new_items(rec.catalogue().ids, 0.2, 0)
         assert len(new) == 40 and not np.isin(new, vocab.item_ids).any()  # no id row for a new item
-        split = ev.cold_item_split(ev.load_history(ws), rec.catalogue().ids, share=0.2, seed=0)
+        split = splits.cold_item_split(events.load_history(ws), rec.catalogue().ids, share=0.2, seed=0)
         result = ev.evaluate(rec, split, ["two-tower", "random"], [10], bootstrap=50)
     scores = {s.name: s.mean("recall@10") for s in result.strategies}
     assert scores["two-tower"] > 0 and all(s.ranks_new_items for s in result.strategies)

@@ -80,4 +80,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     identity.init_app(app)
     guards.init_app(app, settings, demo=demo)
+    guards.csrf.exempt(api.bp)  # bearer tokens, never cookies: a browser cannot forge them
     return app

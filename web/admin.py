@@ -13,7 +13,7 @@ import time
 from flask import Blueprint, Response, abort, g, jsonify, redirect, render_template, request, session, url_for
 
 from recsys import overview, plots, tokens
-from web.identity import bearer_token, verified_token
+from web.identity import bearer_refusal, bearer_token, verified_token
 from web.services import services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -42,16 +42,11 @@ def _session_admin() -> str | None:
 def only_admins():
     if request.endpoint == "admin.login":
         return None
-    secret = bearer_token()
-    if secret is not None:
-        token = verified_token(secret)
-        if token is None:
-            return _refuse(401, "unknown or revoked token")
-        if not token.allows("admin"):
-            return _refuse(
-                403, f"token {token.name!r} has scope {token.scope!r}; the dashboard needs 'admin'"
-            )
-        g.admin = token.name
+    if bearer_token() is not None:
+        refusal = bearer_refusal("admin")
+        if refusal is not None:
+            return _refuse(*refusal[:2])
+        g.admin = g.token.name
         return None
     if services().demo:
         g.admin = "demo mode"

@@ -7,9 +7,8 @@ errors included, and documented in ``web.openapi`` (served at /api/openapi.json)
 from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify
-from sqlalchemy import func, select
 
-from recsys import store
+from recsys import queries
 from web import guards, params
 from web.identity import authenticate, requires
 from web.openapi import document
@@ -34,14 +33,7 @@ EVENT_FIELDS = {
 @requires(None)
 def health():
     s = services()
-    with s.workspace.session() as session:
-        items = session.scalar(select(func.count()).select_from(store.Item))
-        embedded = session.scalar(
-            select(func.count())
-            .select_from(store.Embedding)
-            .where(store.Embedding.model == s.recommender.model)
-        )
-    return jsonify(status="ok", items=items, embedded=embedded, model=s.recommender.model)
+    return jsonify(status="ok", **queries.health(s.workspace, s.recommender.model))
 
 
 @bp.get("/openapi.json")

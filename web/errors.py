@@ -1,4 +1,7 @@
-"""One way to answer an error: JSON under /api/, a page elsewhere; never a traceback, never NaN."""
+"""One way to answer an error: JSON under /api/, a page elsewhere; never a traceback, never NaN.
+
+A leaf of the web package: the other rooms answer their errors through it, it imports none of them.
+"""
 
 from __future__ import annotations
 
@@ -48,17 +51,17 @@ def current_page(status: int, message: str):
         return response
 
 
+def http_headers(exc: HTTPException) -> dict[str, str]:
+    """The headers an HTTP error carries (Allow, Retry-After...), without its own content type."""
+    return {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+
+
 def init_app(app: Flask) -> None:
     app.json = StrictJSON(app)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-        if exc.code == 429:
-            from web.guards import retry_after
-
-            headers["Retry-After"] = str(retry_after())
-        return error_response(exc.code or 500, exc.description or "", headers)
+        return error_response(exc.code or 500, exc.description or "", http_headers(exc))
 
     @app.errorhandler(RecsysError)
     def recsys_error(exc: RecsysError):

@@ -21,6 +21,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from recsys.settings import Settings
+from web.errors import error_response, http_headers
 from web.identity import visitor
 
 #: Largest JSON body the API reads, and the deepest nesting it parses.
@@ -194,7 +195,8 @@ LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
 
 
 def init_app(app: Flask, settings: Settings, *, demo: bool = False) -> None:
-    """Everything here, applied to ``app`` (after its blueprints are registered)."""
+    """Everything here, applied to ``app`` (after its blueprints are registered; ``create_app``
+    exempts the bearer-token API from CSRF)."""
     # Which Host headers are answered: demo mode is loopback-only, so a rebound DNS name cannot
     # read everyone's pages from a visitor's browser; elsewhere RECSYS_ALLOWED_HOSTS (any if unset).
     hosts = LOOPBACK_HOSTS if demo else [h.strip() for h in settings.allowed_hosts.split(",") if h.strip()]
@@ -206,12 +208,15 @@ def init_app(app: Flask, settings: Settings, *, demo: bool = False) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)  # valid as long as the session
     csrf.init_app(app)
-    from web import api
-
-    csrf.exempt(api.bp)  # bearer tokens, never cookies: a browser cannot forge them
     app.before_request(same_origin_posts)
     app.extensions["recsys_decodes"] = DecodeSlots(settings.upload_decodes)
     app.extensions["recsys_limiter"] = apply_limits(app, settings)
+
+    @app.errorhandler(429)
+    def too_many(exc):  # the limiter's refusal says when to come back
+        return error_response(
+            429, exc.description or "", {**http_headers(exc), "Retry-After": str(retry_after())}
+        )
 
     @app.after_request
     def security_headers(response):

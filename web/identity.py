@@ -73,33 +73,43 @@ def required_scope(endpoint: str | None) -> str | None:
     return getattr(view, "required_scope", "read")
 
 
-def authenticate():
-    """``before_request`` of the API: 401 without a valid token, 403 when its scope is too narrow."""
-    scope = required_scope(request.endpoint)
-    if request.endpoint is None or scope is None:
-        return None
+Refusal = tuple[int, str, dict[str, str]]  # status, message, headers
+
+
+def bearer_refusal(scope: str) -> Refusal | None:
+    """Check the request's bearer token against ``scope``: None when it may go on (``g.token`` is
+    then set), else why not: 401 without a live token, 403 when its scope is too narrow."""
     secret = bearer_token()
     if secret is None:
-        return error_response(
+        return (
             401,
             "this endpoint needs 'Authorization: Bearer <token>' (make one with `recsys token create NAME`)",
             {"WWW-Authenticate": 'Bearer realm="recsys"'},
         )
     token = verified_token(secret)
     if token is None:
-        return error_response(
+        return (
             401,
             "unknown or revoked token",
             {"WWW-Authenticate": 'Bearer realm="recsys", error="invalid_token"'},
         )
     if not token.allows(scope):
-        return error_response(
+        return (
             403,
             f"token {token.name!r} has scope {token.scope!r}; this needs {scope!r}",
             {"WWW-Authenticate": f'Bearer realm="recsys", error="insufficient_scope", scope="{scope}"'},
         )
     g.token = token
     return None
+
+
+def authenticate():
+    """``before_request`` of the API: each route's declared scope, or a JSON refusal."""
+    scope = required_scope(request.endpoint)
+    if request.endpoint is None or scope is None:
+        return None
+    refusal = bearer_refusal(scope)
+    return None if refusal is None else error_response(*refusal)
 
 
 #: Seconds a verified token is trusted without asking the database again: a revoked token is

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 
-from recsys.interactions import EVENT_WEIGHTS, USER_KEY_LENGTH
+from recsys.events import EVENT_WEIGHTS
+from recsys.interactions import USER_KEY_LENGTH
 from recsys.recommend import STRATEGIES
 from recsys.store import KEY_LENGTH
 from recsys.strategies import REGISTRY

@@ -7,10 +7,10 @@ history. Other people's pages and the People list exist only in demo mode.
 from __future__ import annotations
 
 from flask import Blueprint, abort, redirect, render_template, request, send_file, url_for
-from sqlalchemy import desc, func, select
 
-from recsys import store
+from recsys import queries
 from recsys.errors import NotFound
+from recsys.interactions import user_key
 from web import guards, params
 from web.identity import demo_only, new_visitor, visitor, visitor_or_new
 from web.services import rec, services
@@ -20,11 +20,6 @@ bp = Blueprint("pages", __name__)
 
 #: What a click on the page may record.
 PAGE_EVENTS = ("view", "like")
-
-
-def _item_ids(keys: list[str]) -> dict[str, int]:
-    with services().workspace.session() as s:
-        return store.item_ids(s, keys)
 
 
 def _history_page(user: str | None, *, own: bool):
@@ -51,16 +46,7 @@ def _history_page(user: str | None, *, own: bool):
 
 @bp.get("/")
 def home():
-    people = []
-    if services().demo:
-        with services().workspace.session() as s:
-            people = s.execute(
-                select(store.User.key, func.count(store.Interaction.id).label("n"))
-                .join(store.Interaction, store.Interaction.user_id == store.User.id)
-                .group_by(store.User.key)
-                .order_by(desc("n"), store.User.key)
-                .limit(30)
-            ).all()
+    people = queries.people(services().workspace, 30) if services().demo else []
     return render_template("home.html", people=people, popular=rec().popular(12))
 
 
@@ -91,20 +77,17 @@ def view():
 @bp.get("/users/<path:user>")
 def user_page(user: str):
     demo_only()
-    if not rec().user_exists(user):
+    if not queries.user_exists(services().workspace, user_key(user)):
         raise NotFound(f"unknown user {user!r}")
     return _history_page(user, own=user == visitor())
 
 
 @bp.get("/items/<path:key>")
 def item_page(key: str):
-    r = rec()
-    store.check_text(key, "item key", store.KEY_LENGTH)
-    with services().workspace.session() as s:
-        item = s.scalar(select(store.Item).where(store.Item.key == key))
+    item = queries.item(services().workspace, key)
     if item is None:
         raise NotFound(f"unknown item {key!r}")
-    return render_template("item.html", item=item, similar=r.similar(key, params.k(12)))
+    return render_template("item.html", item=item, similar=rec().similar(key, params.k(12)))
 
 
 @bp.route("/search", methods=["GET", "POST"])
@@ -116,12 +99,9 @@ def search():
 @bp.get("/images/<int:item_id>")
 def image(item_id: int):
     guards.item_id(item_id)
-    ws = services().workspace
-    with ws.session() as s:
-        rel = s.scalar(select(store.Item.image_path).where(store.Item.id == item_id))
-    if rel is None:
+    path = queries.image_path(services().workspace, item_id)
+    if path is None:
         abort(404, description=f"no item {item_id}")
-    path = ws.image_file(rel)
     if not path.is_file():
         abort(404, description=f"image of item {item_id} is missing")
     # the download name is the id: the image store's own file names stay internal

@@ -113,7 +113,7 @@ def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = Fal
     if chosen.server == "flask-debug":  # never Werkzeug's interactive console
         app.run(host=host, port=port, debug=True, use_debugger=False, use_reloader=False)
     elif chosen.server == "gunicorn":
-        _gunicorn(app, host, port, chosen)
+        serve_recsys_with_gunicorn(app, host, port, chosen)
     else:
         import waitress
 
@@ -155,7 +155,9 @@ def serve_with_gunicorn(app, options: dict) -> None:
     Gunicorn().run()
 
 
-def _gunicorn(app, host: str, port: int, chosen: Plan) -> None:
+def serve_recsys_with_gunicorn(app, host: str, port: int, chosen: Plan) -> None:
+    """The recsys app on gunicorn, with the hooks its workers need around the fork."""
+
     def post_fork(server, worker) -> None:
         # The parent's database connections must not be shared: each worker opens its own.
         app.extensions["recsys"].workspace.engine.dispose(close=False)

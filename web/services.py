@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -29,13 +28,10 @@ class Services:
     recommender: Recommender
     demo: bool = False
     token_cache: dict = field(default_factory=dict)  # token -> (Token, trusted until), see identity
-    _loading: threading.Lock = field(default_factory=threading.Lock)
 
     def rec(self) -> Recommender:
         """The recommender with its vectors loaded: the first request loads, the others wait."""
-        if self.recommender._space is None:
-            with self._loading:
-                self.recommender.space()
+        self.recommender.space()
         return self.recommender
 
     def warm_up(self, *, models: bool = True) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys import registry
 from recsys.errors import NotAnImage, RecsysError
 
 INPUT_SIZE = 224
@@ -101,18 +102,19 @@ _cache: dict[tuple[str, str], Embedder] = {}
 def load_embedder(name: str, cache_dir: Path) -> Embedder:
     """The named embedder, loaded once per process: a built-in one, or one that `recsys finetune`
     registered in the workspace (``cache_dir`` is the workspace's models folder)."""
-    from recsys import finetune
-
     key = (name, str(Path(cache_dir).resolve()))
     if key not in _cache:
         import recsys  # noqa: F401 - ensures the legacy-Keras switch precedes TensorFlow
 
+        finetuned = registry.embedders(Path(cache_dir))
         if name in MODELS:
             model = MODELS[name](Path(cache_dir))
-        elif name in finetune.registered(Path(cache_dir)):
-            model = finetune.load_model(Path(cache_dir), name)
+        elif name in finetuned:
+            from recsys.embedders.memory import load_finetuned
+
+            model = load_finetuned(registry.embedder_path(Path(cache_dir), name), finetuned[name])
         else:
-            known = [*MODELS, *finetune.registered(Path(cache_dir))]
+            known = [*MODELS, *finetuned]
             raise RecsysError(f"unknown model {name!r}; choose one of: {', '.join(known)}")
         _cache[key] = Embedder(name, model)
     return _cache[key]

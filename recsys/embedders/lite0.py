@@ -31,6 +31,7 @@ NUM_CLASSES = 1000
 BN_EPSILON = 1e-3
 INPUT_SIZE = 224
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+NAME = "efficientnet-lite0"
 
 
 def _keras():

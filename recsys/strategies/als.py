@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.strategies.base import Dense, History, Strategy, choose_params, history_matrix, interaction_matrix
+from recsys import ids as id_lookup
+from recsys.events import History
+from recsys.strategies.base import Dense, Strategy, choose_params, history_matrix, interaction_matrix
 
 #: Hyper-parameters tried on the validation events.
 GRID = [
@@ -40,6 +42,7 @@ def _model(params: dict, seed: int = 0):
 class Als(Strategy):
     name = "als"
     needs_model = True
+    files = ("als.npz", "item_ids.npy")
 
     model = None
 
@@ -82,8 +85,7 @@ class Als(Strategy):
         ids = self.context.catalogue.ids
         if not np.array_equal(trained, ids):  # items added since: no factors of their own (zeros)
             factors = np.zeros((len(ids), model.item_factors.shape[1]), dtype=model.item_factors.dtype)
-            pos = np.minimum(np.searchsorted(trained, ids), len(trained) - 1)
-            known = trained[pos] == ids
+            pos, known = id_lookup.find(trained, ids)
             factors[known] = model.item_factors[pos[known]]
             model.item_factors = factors
         self.model = model

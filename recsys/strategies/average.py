@@ -11,21 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.strategies.base import History, Queries, Strategy, event_weight
-
-
-def history_weights(history: History, half_life_days: float | None = None, max_weight: float = 100.0):
-    """Total weight of each item of a history, decayed by age relative to its newest event."""
-    if not history:
-        return {}
-    newest = max(ts for *_, ts in history)
-    totals: dict[int, float] = {}
-    for item_id, event, weight, ts in history:
-        w = event_weight(event, weight, max_weight)
-        if half_life_days:
-            w *= 0.5 ** ((newest - ts).total_seconds() / 86400.0 / half_life_days)
-        totals[item_id] = totals.get(item_id, 0.0) + w
-    return totals
+from recsys.events import History, history_weights
+from recsys.strategies.base import Queries, Strategy
 
 
 def profile(space, weights: dict[int, float]) -> np.ndarray | None:

@@ -10,28 +10,19 @@ explained lists through a faiss index or an exact product. A strategy never impo
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from recsys.interactions import EVENT_WEIGHTS
+from recsys import ids as id_lookup
+from recsys.events import FrozenHistories, History, weighted_items
+from recsys.metrics import mean_recall
 from recsys.space import VectorSpace
-
-Event = tuple[int, str, float | None, datetime]  # (item id, event type, weight, time)
-History = Sequence[Event]
-
-
-def event_weight(event: str, weight: float | None, max_weight: float = 100.0) -> float:
-    """What one event counts for: its own weight (clipped to [0, max_weight]), else its type's."""
-    if weight is None:
-        return EVENT_WEIGHTS.get(event, 1.0)
-    return min(max(float(weight), 0.0), max_weight) if math.isfinite(weight) else 0.0
+from recsys.splits import TrainedOn, temporal_split
 
 
 @dataclass
@@ -50,11 +41,7 @@ class Catalogue:
 
     def rows(self, item_ids: Sequence[int]) -> np.ndarray:
         """Positions of ``item_ids`` in ``ids``; -1 for ids not in the catalogue."""
-        item_ids = np.asarray(item_ids, dtype=np.int64)
-        if len(self.ids) == 0 or len(item_ids) == 0:
-            return np.full(len(item_ids), -1, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.ids, item_ids), len(self.ids) - 1)
-        return np.where(self.ids[pos] == item_ids, pos, -1)
+        return id_lookup.positions(self.ids, item_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -126,6 +113,8 @@ class Strategy(ABC):
     needs_interactions: ClassVar[bool] = True
     #: Its lists follow the history, so each item is explained by the history item nearest to it.
     explains: ClassVar[bool] = True
+    #: The files ``write`` saves, which make a registry version complete (``recsys doctor`` checks).
+    files: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, train: Mapping[str, History]) -> Strategy:
         """Learn from training events (user -> events); stateless strategies keep nothing."""
@@ -138,9 +127,15 @@ class Strategy(ABC):
             from recsys import registry
 
             row = registry.get(self.context.workspace, self.name, self.params.get("version"))
-            self.read(registry.path_of(self.context.workspace, row))
+            self.read(registry.path_of(self.context.workspace, row, self.files))
             self.params = {**(row.params or {}), "version": row.version}
         return self
+
+    @classmethod
+    def trained_on(cls, params: Mapping) -> TrainedOn:
+        """What a saved version with these recorded parameters left out of its training (the
+        evaluation checks it against its split with ``splits.leak``)."""
+        return TrainedOn.from_params(params)
 
     def write(self, folder: Path) -> None:
         """Save what ``fit`` learnt into a model-registry folder (strategies with a model)."""
@@ -157,26 +152,6 @@ class Strategy(ABC):
     def describe(self) -> dict:
         """What is being served: name, hyper-parameters, model version where there is one."""
         return {"strategy": self.name, "params": self.params}
-
-
-def weighted_items(history: History, max_weight: float = 100.0) -> dict[int, float]:
-    """Total weight of each item in a history."""
-    totals: dict[int, float] = {}
-    for item_id, event, weight, _ in history:
-        totals[item_id] = totals.get(item_id, 0.0) + event_weight(event, weight, max_weight)
-    return totals
-
-
-class FrozenHistories(tuple):
-    """A batch of histories scored again and again (one validation batch, every grid point), so
-    what is derived from it is built once, as for ``recsys.evaluate.FrozenEvents``."""
-
-    derived: dict
-
-    def __new__(cls, histories: Sequence[History]) -> FrozenHistories:
-        self = super().__new__(cls, histories)
-        self.derived = {}
-        return self
 
 
 def _derived(source, catalogue: Catalogue, max_weight: float, build: Callable):
@@ -287,15 +262,12 @@ def validation_set(train: Mapping[str, History], test: Mapping[str, set], catalo
 
 def validation_recall(strategy: Strategy, validation: Validation, k: int = 10) -> float:
     """Mean recall@k of a fitted Dense strategy on held-out items, training items excluded."""
-    if not validation.test:
-        return float("nan")
-    ids, test = strategy.context.catalogue.ids, validation.test
-    total = 0.0
+    ids, tops, relevant = strategy.context.catalogue.ids, [], []
     for batch, histories, seen in validation.batches:
         result = strategy.score(histories, batch)
-        for user, top in zip(batch, top_k_rows(result.scores, seen, k), strict=True):
-            total += len(set(ids[top].tolist()) & test[user]) / len(test[user])
-    return total / len(test)
+        tops.extend(ids[top].tolist() for top in top_k_rows(result.scores, seen, k))
+        relevant.extend(validation.test[user] for user in batch)
+    return mean_recall(tops, relevant)
 
 
 #: Most users whose events tune hyper-parameters (the final fit uses every user).
@@ -309,8 +281,6 @@ def choose_params(
 
     The two-tower stops early the same way: the test events of an evaluation are never looked at.
     """
-    from recsys.evaluate import temporal_split
-
     if len(train) > TUNING_USERS:  # a seeded sample tunes as well, at a fraction of the cost
         keep = np.random.default_rng(0).choice(sorted(train), size=TUNING_USERS, replace=False)
         train = {u: train[u] for u in keep}

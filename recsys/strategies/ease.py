@@ -12,15 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys import ids as id_lookup
 from recsys.errors import RecsysError
-from recsys.strategies.base import (
-    Dense,
-    History,
-    Strategy,
-    choose_params,
-    history_matrix,
-    interaction_matrix,
-)
+from recsys.events import History
+from recsys.strategies.base import Dense, Strategy, choose_params, history_matrix, interaction_matrix
 
 #: lambda values tried on the validation events.
 GRID = (10.0, 50.0, 200.0, 1000.0, 5000.0)  # x4-5 apart: each point is one items x items solve
@@ -57,6 +52,7 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
 class Ease(Strategy):
     name = "ease"
     needs_model = True
+    files = ("weights.npy", "item_ids.npy")
 
     weights: np.ndarray | None = None
 
@@ -107,9 +103,7 @@ def _align(weights: np.ndarray, trained_ids: np.ndarray, ids: np.ndarray) -> np.
     if np.array_equal(trained_ids, ids):
         return weights
     out = np.zeros((len(ids), len(ids)), dtype=np.float32)
-    pos = np.searchsorted(trained_ids, ids)
-    pos = np.minimum(pos, len(trained_ids) - 1)
-    known = trained_ids[pos] == ids
+    pos, known = id_lookup.find(trained_ids, ids)
     rows = np.nonzero(known)[0]
     out[np.ix_(rows, rows)] = weights[np.ix_(pos[known], pos[known])]
     return out

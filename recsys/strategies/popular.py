@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from recsys.strategies.base import Dense, History, Strategy, interaction_matrix
+from recsys.events import History
+from recsys.strategies.base import Dense, Strategy, interaction_matrix
 
 #: Seconds a served popularity count is reused: a GROUP BY over every event is too dear per request.
 TTL_SECONDS = 30.0
@@ -33,7 +34,7 @@ class Popular(Strategy):
         from sqlalchemy import case, func, select
 
         from recsys import store
-        from recsys.interactions import EVENT_WEIGHTS
+        from recsys.events import EVENT_WEIGHTS
 
         max_weight = self.context.max_weight
         own = store.Interaction.weight

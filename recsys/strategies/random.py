@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from recsys.strategies.base import Dense, History, Strategy
+from recsys.events import History
+from recsys.strategies.base import Dense, Strategy
 
 
 class Random(Strategy):

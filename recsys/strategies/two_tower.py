@@ -1,23 +1,30 @@
-"""Two-tower retrieval (TensorFlow Recommenders), trained by `recsys train` (see ``recsys.twotower``).
+"""Two-tower retrieval (TensorFlow Recommenders; the model is ``recsys.twotower``).
 
 Items are scored in the item tower's own space, searched through its own faiss index; a history
-becomes a query through the user tower. Items added after training get a vector from their
-pixels alone (the out-of-vocabulary id row), so they are ranked without retraining.
+becomes a query through the user tower. Items added after training borrow the vectors of the known
+items they look most like, so they are ranked without retraining. Serving loads a version that
+`recsys train` saved; ``fit`` trains one on the events it is given (minutes, not seconds: the
+evaluation scores the version trained for its split instead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
 
 import numpy as np
 
+from recsys import store, twotower
+from recsys.events import History
 from recsys.space import VectorSpace
-from recsys.strategies.base import History, Queries, Strategy
+from recsys.splits import TrainedOn
+from recsys.strategies.base import Queries, Strategy
 
 
 class TwoTower(Strategy):
-    name = "two-tower"
+    name = twotower.KIND
     needs_model = True
+    files = twotower.FILES
     fits_in_evaluation = False  # minutes of training: evaluated on a version trained for the split
     needs_interactions = False
 
@@ -25,31 +32,43 @@ class TwoTower(Strategy):
     space: VectorSpace | None = None
 
     def fit_serving(self) -> TwoTower:
-        from sqlalchemy import select
+        from recsys.twotower.train import load
 
-        from recsys import store
-        from recsys.twotower import TowerServer
+        model, vocab, row = load(self.context.workspace, self.params.get("version"))
+        self.params = {**(row.params or {}), "version": row.version}
+        return self._serve(model, vocab, f"{self.name}-v{row.version}", row.base_model)
 
-        ws = self.context.workspace
-        self.server = TowerServer(ws, self.params.get("version"))
-        self.params = {**(self.server.row.params or {}), "version": self.server.row.version}
-        with ws.session() as session:
-            ids, raw = store.load_embeddings(session, self.server.base_model)
-            labels = dict(session.execute(select(store.Item.id, store.Item.label)).all())
+    def fit(self, train: Mapping[str, History]) -> TwoTower:
+        """Train a model on ``train`` (hyper-parameters from ``params``), kept in memory."""
+        from recsys.twotower.train import fit
+
+        known = {f.name for f in fields(twotower.TwoTowerConfig)}
+        config = twotower.TwoTowerConfig(**{k: v for k, v in self.params.items() if k in known})
+        base_model = self.context.workspace.settings.model
+        ids, raw = self._vectors(base_model)
+        model, vocab, _ = fit(ids, raw, train, config, log=self.context.log or (lambda _: None))
+        return self._serve(model, vocab, f"{self.name}-fitted", base_model)
+
+    @classmethod
+    def trained_on(cls, params: Mapping) -> TrainedOn:
+        return twotower.trained_on(params)
+
+    def _vectors(self, base_model: str) -> tuple[np.ndarray, np.ndarray]:
+        with self.context.workspace.session() as session:
+            return store.load_embeddings(session, base_model)
+
+    def _serve(self, model, vocab, name: str, base_model: str) -> TwoTower:
+        from recsys.twotower.serve import TowerServer
+
+        self.server = TowerServer(model, vocab, name)
+        ids, raw = self._vectors(base_model)
         vectors = self.server.item_vectors(ids, raw)
-        self.space = VectorSpace(
-            ids,
-            vectors,
-            [labels.get(int(i)) for i in ids],
-            np.zeros(vectors.shape[1], np.float32),
-            self.server.name,
-        )
+        catalogue, rows = self.context.catalogue, self.context.catalogue.rows(ids)
+        labels = np.where(rows >= 0, catalogue.labels[rows] if len(catalogue) else None, None)
+        self.space = VectorSpace(ids, vectors, labels, np.zeros(vectors.shape[1], np.float32), name)
         if self.context.attach_index is not None and len(ids):
             self.context.attach_index(self.space)
         return self
-
-    def fit(self, train) -> TwoTower:  # evaluation: the version trained on this split
-        return self.fit_serving()
 
     def score(self, histories: Sequence[History], users: Sequence[str | None]) -> Queries:
         space = self.space

@@ -1,0 +1,5 @@
+"""`python -m recsys.cli`."""
+
+from recsys.cli import main
+
+main()

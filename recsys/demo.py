@@ -1,0 +1,55 @@
+"""`recsys demo`'s setup: the bundled photos ingested and embedded, a user with a taste, simulated
+visitors for the page, and a fresh API token. The command prints each step's result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recsys import queries, tokens
+from recsys.catalog import IngestReport, ingest
+from recsys.embedders.runner import EmbedReport, embed_missing
+from recsys.errors import RecsysError
+from recsys.serving.results import RecommendationList
+
+#: The photos that ship with recsys (``data/flowers``: CC-BY, credits beside them).
+BUNDLED_CATALOG = Path(__file__).resolve().parent.parent / "data" / "flowers"
+#: The user whose views the demo records, and the token it makes.
+USER = "demo-user"
+TOKEN = "demo"
+
+
+def catalogue(workspace, source: Path | None, progress: bool) -> tuple[IngestReport, EmbedReport]:
+    """Ingest ``source`` (default: the bundled photos) and embed what has no vector yet."""
+    source = source or BUNDLED_CATALOG
+    if not source.exists():
+        raise RecsysError(f"bundled catalogue not found at {source}; pass --catalog PATH")
+    return ingest(workspace, source, progress=progress), embed_missing(workspace, progress=progress)
+
+
+def showcase(workspace) -> list[str]:
+    """The first item of each label: what the demo shows neighbours of."""
+    return queries.first_key_per_label(workspace)
+
+
+def seed_user(recommender, firsts: list[str]) -> tuple[list[str], RecommendationList]:
+    """Record a few views for ``USER`` (a tulip and two look-alikes; once, whatever the reruns) and
+    recommend from them."""
+    tulips = [k for k in firsts if k.startswith("tulip/")] or firsts[:1]
+    views = tulips + [h.key for h in recommender.similar(tulips[0], 2)]
+    for key in views:
+        recommender.record(USER, key, event_key=f"demo:{key}")
+    return views, recommender.recommend(USER, 8)
+
+
+def visitors(workspace) -> dict:
+    """Simulated visitors (synthetic logs), so the page has people and popular items."""
+    from recsys.simulate import SimulationConfig, simulate
+
+    return simulate(workspace, SimulationConfig(users=40, events_per_user=20, seed=0), progress=False)
+
+
+def fresh_token(workspace) -> str:
+    """A new write token named ``TOKEN`` (tokens are shown once: each run makes its own)."""
+    if any(t.name == TOKEN for t in tokens.list_tokens(workspace)):
+        tokens.revoke(workspace, TOKEN)
+    return tokens.create(workspace, TOKEN, "write")

@@ -1,0 +1,104 @@
+"""Which strategy serves: a named one, ``auto`` (the evaluated best), or a running experiment's arm.
+
+Fitted strategies are kept for a while (``SERVING_TTL``) and so is the running experiment
+(``EXPERIMENT_TTL``): serving asks the registry and the database again every so often, not on every
+request, so a new model version or a stopped experiment takes effect within those seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from recsys import experiments, registry, strategies
+from recsys.strategies import Context, Strategy
+
+#: What a caller may ask for: every registered strategy, and "auto" (the evaluated best).
+STRATEGIES = ("auto", *strategies.REGISTRY)
+#: Seconds a served strategy (and the auto choice) is reused before the registry is asked again.
+SERVING_TTL = 30.0
+#: Seconds the running experiment is reused before the database is asked again.
+EXPERIMENT_TTL = 5.0
+
+
+class Selection:
+    """The strategies one ``Recommender`` serves.
+
+    Args:
+        workspace: Where the registry, the evaluations and the experiments are.
+        context: Builds what a strategy works with (the catalogue, the image space).
+    """
+
+    def __init__(self, workspace, context: Callable[[], Context]) -> None:
+        self.workspace = workspace
+        self.context = context
+        self._serving: dict[tuple[str, int | None], tuple[float, Strategy]] = {}
+        self._auto: tuple[float, dict] | None = None
+        self._experiment: tuple[float, experiments.Experiment | None] | None = None
+
+    def available(self) -> list[str]:
+        """What this workspace can serve now: "auto", then every strategy whose model exists."""
+        names = ["auto"]
+        for name, cls in strategies.REGISTRY.items():
+            if not cls.needs_model or registry.latest(self.workspace, name) is not None:
+                names.append(name)
+        return names
+
+    def strategy(self, name: str = "auto", version: int | None = None) -> Strategy:
+        """The strategy ready to serve (``auto``: the evaluated best), reused for 30 s."""
+        if name == "auto":  # the evaluated strategy, and the very version evaluated where it has one
+            choice = self.auto_choice()
+            name, version = choice["strategy"], choice.get("version")
+        cls = strategies.get(name)
+        key = (name, version)
+        cached = self._serving.get(key)
+        if cached is not None and time.monotonic() - cached[0] < SERVING_TTL:
+            return cached[1]
+        if cls.needs_model and version is None and cached is not None:
+            latest = registry.latest(self.workspace, name)
+            if latest is not None and latest.version == cached[1].params.get("version"):
+                self._serving[key] = (time.monotonic(), cached[1])  # still the newest version
+                return cached[1]
+        params = {} if version is None else {"version": version}
+        served = cls(self.context(), params).fit_serving()
+        self._serving[key] = (time.monotonic(), served)
+        return served
+
+    def auto_choice(self) -> dict:
+        """{"strategy", "version", "recall@10", "evaluation", "reason"}: what ``auto`` serves, and why.
+
+        The strategy with the best recall@10 in the latest temporal evaluation that can be served
+        now (a strategy that needs a model has one; an evaluated version still exists);
+        ``average`` when there is none.
+        """
+        if self._auto is not None and time.monotonic() - self._auto[0] < SERVING_TTL:
+            return self._auto[1]
+        choice = {"strategy": "average", "recall@10": None, "evaluation": None, "reason": "no evaluation yet"}
+        for evaluation in registry.latest_evaluations(self.workspace, split="temporal"):
+            rows = [r for r in evaluation.strategies if self._servable(r)]
+            if rows:
+                best = max(rows, key=lambda r: r["recall@10"])
+                choice = {
+                    "strategy": best["strategy"],
+                    "version": best.get("version"),
+                    "recall@10": best["recall@10"],
+                    "evaluation": evaluation.id,
+                    "reason": f"best recall@10 in evaluation {evaluation.id}",
+                }
+                break
+        self._auto = (time.monotonic(), choice)
+        return choice
+
+    def _servable(self, row: dict) -> bool:
+        cls = strategies.REGISTRY.get(row["strategy"])
+        if cls is None:
+            return False
+        if row.get("version") is not None and not registry.exists(self.workspace, cls.name, row["version"]):
+            return False
+        return not cls.needs_model or registry.latest(self.workspace, cls.name) is not None
+
+    def experiment(self) -> experiments.Experiment | None:
+        """The running experiment, if any (asked again after 5 s: a stop takes effect that fast)."""
+        if self._experiment is None or time.monotonic() - self._experiment[0] > EXPERIMENT_TTL:
+            self._experiment = (time.monotonic(), experiments.running(self.workspace))
+        return self._experiment[1]
