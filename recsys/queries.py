@@ -4,6 +4,7 @@ reads tables itself."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from sqlalchemy import desc, func, select
@@ -22,19 +23,22 @@ def health(workspace, model: str) -> dict:
     return {"items": items, "embedded": embedded, "model": model}
 
 
-def people(workspace, limit: int = 30) -> list[tuple[str, int]]:
-    """(user key, events) of the most active users (the demo's People list)."""
+class Person(NamedTuple):
+    key: str
+    events: int
+
+
+def people(workspace, limit: int = 30) -> list[Person]:
+    """The most active users, with their event counts (the demo's People list)."""
+    query = (
+        select(store.User.key, func.count(store.Interaction.id).label("n"))
+        .join(store.Interaction, store.Interaction.user_id == store.User.id)
+        .group_by(store.User.key)
+        .order_by(desc("n"), store.User.key)
+        .limit(limit)
+    )
     with workspace.session() as s:
-        return [
-            (key, n)
-            for key, n in s.execute(
-                select(store.User.key, func.count(store.Interaction.id).label("n"))
-                .join(store.Interaction, store.Interaction.user_id == store.User.id)
-                .group_by(store.User.key)
-                .order_by(desc("n"), store.User.key)
-                .limit(limit)
-            )
-        ]
+        return [Person(key, n) for key, n in s.execute(query)]
 
 
 def user_exists(workspace, key: str) -> bool:

@@ -21,7 +21,6 @@ from recsys import store, strategies
 from recsys.errors import NotAnImage, NotFound, RecsysError, TooLarge
 from recsys.events import History
 from recsys.impressions import ImpressionLog, Shown, new_request_id
-from recsys.index import ItemIndex
 from recsys.interactions import KnownIds, NewEvent, RecordReport, record, user_key
 from recsys.serving import ranking
 from recsys.serving.items import Descriptions, load_catalogue
@@ -94,14 +93,6 @@ class Recommender:
             self._notice if self.log is not None else None,
         )
 
-    def build_index(self, factory: str | None = None) -> ItemIndex:
-        """Build and persist the model's index (``factory``: a faiss string or "auto")."""
-        return self.vectors.build_index(factory)
-
-    def labelled_vectors(self) -> tuple[np.ndarray, list[str]]:
-        """Stored (raw) vectors and labels of the labelled embedded items (for knn-accuracy)."""
-        return self.vectors.labelled()
-
     # -- strategies ------------------------------------------------------------------------------
 
     def strategies(self) -> list[str]:
@@ -111,10 +102,6 @@ class Recommender:
     def strategy(self, name: str = "auto", version: int | None = None) -> Strategy:
         """The strategy ready to serve (``auto``: the evaluated best), reused for 30 s."""
         return self.selection.strategy(name, version)
-
-    def auto_choice(self) -> dict:
-        """What ``auto`` serves, and why (see ``Selection.auto_choice``)."""
-        return self.selection.auto_choice()
 
     def fitted(self, name: str, train, **params) -> Strategy:
         """A strategy fitted on ``train`` (user -> events), hyper-parameters chosen on them."""
@@ -205,11 +192,8 @@ class Recommender:
         lam = self.workspace.settings.mmr_lambda if mmr_lambda is None else mmr_lambda
         if not 0.0 <= lam <= 1.0:
             raise RecsysError(f"MMR lambda must be between 0 and 1, got {lam}")
-        experiment = self.selection.experiment() if strategy == "auto" and user is not None else None
-        arm = experiment.arm(user) if experiment is not None else None
-        served = self.strategy(arm or strategy, model_version if arm is None else None)
-        if half_life_days is not None and served.name == "average":  # a profile with its own half-life
-            served = strategies.get("average")(self.context(), {"half_life_days": half_life_days})
+        choice = self.selection.choose(strategy, user, model_version, half_life_days)
+        served, experiment = choice.served, choice.experiment
         result = RecommendationList(
             "",
             served.name,
@@ -218,14 +202,9 @@ class Recommender:
             requested=strategy,
             request_id=new_request_id(),
             experiment=experiment.name if experiment is not None else None,
-            arm=arm,
+            arm=choice.arm,
+            notes=[choice.note] if choice.note else [],
         )
-        if arm is not None:
-            result.notes.append(f"auto serves {arm}: this user's arm of experiment {experiment.name}")
-        elif strategy == "auto":
-            choice = self.auto_choice()
-            score = f", recall@10 {choice['recall@10']:.4f}" if choice["recall@10"] is not None else ""
-            result.notes.append(f"auto serves {choice['strategy']}: {choice['reason']}{score}")
         allowed = label_filter(labels, exclude_labels)
         hits, because = self.rank(served, [events], [user], k, allowed=allowed, diversify=diversify, lam=lam)[
             0
@@ -245,7 +224,7 @@ class Recommender:
             shown_by = "popular" if result.cold_start else result.strategy
             ids = [r.item_id for r in result.items]
             self.impressions.log(
-                Shown(result.request_id, user, ids, shown_by, result.experiment, arm, store.utcnow())
+                Shown(result.request_id, user, ids, shown_by, result.experiment, choice.arm, store.utcnow())
             )
         return result
 

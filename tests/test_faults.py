@@ -96,7 +96,7 @@ def test_kill_during_training_then_rerun_makes_one_clean_version(tmp_path, embed
     )
     train = [*base, "train", "--epochs", "50", "--batch-size", "32", "--home", str(home)]
     # kill once TensorFlow is busy training: the first epoch has been logged, 49 are to come
-    output = _kill_when(train, home, lambda lines: any(line.startswith("epoch 1:") for line in lines))
+    output = _kill_when(train, home, lambda lines: any(line.startswith("epoch 1/") for line in lines))
     assert db_rows(home, "SELECT count(*) FROM models") == [(0,)]
     assert not (home / "models" / "two-tower" / "v1").exists()
     done = subprocess.run(

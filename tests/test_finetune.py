@@ -171,8 +171,8 @@ def test_interactions_finetune_trains_on_simulated_logs_without_the_cold_items(e
     assert json.loads(cold.stdout)["catalogue_size"] == 40
     run_cli(*base, "--holdout", "0.2", home=home, check=True)
     for other in (("--split", "cold-items", "--cold-share", "0.2", "--seed", "1"), ("--holdout", "0.3")):
-        assert "events it learned from" in one_line_error(run_cli(*base, *other, home=home))
-    assert "fine-tuned for" in one_line_error(run_cli(*base, "--split", "random", home=home))
+        assert "events it trained on" in one_line_error(run_cli(*base, *other, home=home))
+    assert "split it was trained for" in one_line_error(run_cli(*base, "--split", "random", home=home))
 
 
 def _first_tulip() -> str:

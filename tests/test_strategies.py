@@ -131,7 +131,7 @@ def logged(embedded_copy):
 def test_auto_serves_the_measured_best_and_falls_back_to_average(logged):
     with Workspace(settings_for(logged)) as ws:
         rec = Recommender(ws, log=None)
-        assert rec.auto_choice()["strategy"] == "average" and rec.strategy("auto").name == "average"
+        assert rec.selection.auto_choice()["strategy"] == "average" and rec.strategy("auto").name == "average"
         split = splits.temporal_split(events.load_history(ws), fraction=0.2)
         split.params = {"holdout": 0.2, "min_events": 3}
         report = ev.evaluate(
@@ -144,7 +144,7 @@ def test_auto_serves_the_measured_best_and_falls_back_to_average(logged):
         ev.save(ws, report)
         best = max(report.strategies, key=lambda r: r.mean("recall@10")).name
         fresh = Recommender(ws, log=None)
-        assert fresh.auto_choice()["strategy"] == best
+        assert fresh.selection.auto_choice()["strategy"] == best
         listing = fresh.recommend("sim-0-00001", 5)
         assert listing.strategy == best and listing.requested == "auto" and "auto serves" in listing.notes[-1]
         # an evaluation whose winner cannot be served (ease, never trained here) is passed over
@@ -160,7 +160,7 @@ def test_auto_serves_the_measured_best_and_falls_back_to_average(logged):
                     ],
                 )
             )
-        assert Recommender(ws, log=None).auto_choice()["strategy"] == "random"
+        assert Recommender(ws, log=None).selection.auto_choice()["strategy"] == "random"
 
 
 def test_a_new_strategy_plugs_in_without_touching_the_recommender(logged, monkeypatch):

@@ -21,7 +21,7 @@ from recsys.twotower import TwoTowerConfig
 from recsys.twotower.serve import borrowed_vectors
 from recsys.twotower.train import load, train, validation_recall
 from recsys.workspace import Workspace
-from tests.conftest import BUNDLED, copy_home, one_line_error, run_cli, settings_for
+from tests.conftest import BUNDLED, copy_home, db_rows, one_line_error, run_cli, settings_for
 
 SMALL = TwoTowerConfig(epochs=2, patience=5, batch_size=64, dim=32, hidden=64, val_fraction=0.2)
 
@@ -103,6 +103,23 @@ def test_validation_recall_beats_random(trained_home):
     chance = np.mean([10 / (200 - len({e[0] for e in split.train[u]})) for u in split.test])
     assert recall > 1.5 * chance, (recall, chance)
     assert row.metrics["val_recall@10"] > chance
+
+
+def test_the_strategy_fits_on_the_events_it_is_given(trained_home):
+    """``fit`` trains on the events handed to it (it used to ignore them and load the latest
+    version): a model of these users only, saved nowhere, that ranks their items."""
+    with Workspace(settings_for(trained_home)) as ws:
+        history = load_history(ws)
+        train = {u: history[u] for u in sorted(history)[:60]}
+        rec = Recommender(ws, use_index=False, log=None)
+        params = {"epochs": 1, "batch_size": 64, "dim": 16, "hidden": 32}
+        fitted = rec.fitted("two-tower", train, **params)
+        versions = db_rows(trained_home, "SELECT count(*) FROM models")
+    assert fitted.server.vocab.users == sorted(train) and fitted.server.model.config.dim == 16
+    assert versions == [(1,)]  # nothing saved
+    user = sorted(train)[0]
+    hits, _ = rec.rank(fitted, [train[user]], [user], 5)[0]
+    assert len(hits) == 5 and not {i for i, _ in hits} & {e[0] for e in train[user]}
 
 
 def test_serving_through_faiss_and_the_new_item_path(trained_home, tmp_path):

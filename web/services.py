@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from flask import current_app
 
 from recsys import store
+from recsys.events import Event
 from recsys.recommend import Recommender
 from recsys.settings import Settings
 from recsys.workspace import Workspace
@@ -46,7 +47,7 @@ class Services:
         r.remember_items()
         popular = r.popular(1)
         if popular:
-            history = [(popular[0].item_id, "view", None, store.utcnow())]
+            history = [Event(popular[0].item_id, "view", None, store.utcnow())]
             r.recommend_for_history(history, 10, strategy="average")
             if models:
                 r.recommend_for_history(history, 10, strategy="auto")

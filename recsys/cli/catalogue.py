@@ -169,7 +169,7 @@ def knn_accuracy(settings: Settings, k: int, as_json: bool) -> None:
     from recsys.recommend import Recommender
 
     rec = Recommender(open_workspace(settings))
-    vectors, labels = rec.labelled_vectors()
+    vectors, labels = rec.vectors.labelled()
     result = measure(vectors, labels, k=k)
     result["model"] = rec.model
     if as_json:
@@ -205,7 +205,7 @@ def index_cmd(settings: Settings, factory, memory_gb, show: bool, as_json: bool)
             raise RecsysError(f"no usable {settings.model} index in {settings.index_dir}: run `recsys index`")
         info = {**state.index.describe(), "status": state.status.state}
     else:
-        info = Recommender(ws).build_index(settings.index_factory).describe()
+        info = Recommender(ws).vectors.build_index(settings.index_factory).describe()
     if as_json:
         emit_json(info)
     else:

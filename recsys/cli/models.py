@@ -259,7 +259,7 @@ def evaluate_cmd(
         note=lambda message: click.echo(f"note: {message}", err=True),
     )
     if embeddings:
-        vectors, labels = rec.labelled_vectors()
+        vectors, labels = rec.vectors.labelled()
         report.embeddings = knn_accuracy(vectors, labels) if len(labels) > 1 else None
     if out_dir:
         evaluate.write_files(report, Path(out_dir))

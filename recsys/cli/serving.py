@@ -190,7 +190,7 @@ def demo(settings: Settings, catalog, quiet: bool, serve: bool, port: int) -> No
     click.echo(f"ingested {report.added} new, {report.already_present} already present")
     click.echo(f"embedded {emb.embedded} new item(s) ({emb.images_per_second:.1f} images/s)")
     rec = Recommender(ws, log=None)
-    vectors, labels = rec.labelled_vectors()
+    vectors, labels = rec.vectors.labelled()
     if len(labels) > 1:
         click.echo(f"1-NN same-label accuracy: {knn_accuracy(vectors, labels)['accuracy']:.3f}")
     firsts = setup.showcase(ws)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from recsys import experiments, registry, strategies
 from recsys.strategies import Context, Strategy
@@ -19,6 +20,23 @@ STRATEGIES = ("auto", *strategies.REGISTRY)
 SERVING_TTL = 30.0
 #: Seconds the running experiment is reused before the database is asked again.
 EXPERIMENT_TTL = 5.0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What serves one list, and why.
+
+    Attributes:
+        served: The fitted strategy.
+        experiment: The running experiment the user is in (``auto`` only), else None.
+        arm: The arm it assigned, else None.
+        note: Why this strategy ("auto serves ..."), for the list's notes; None when asked by name.
+    """
+
+    served: Strategy
+    experiment: experiments.Experiment | None = None
+    arm: str | None = None
+    note: str | None = None
 
 
 class Selection:
@@ -43,6 +61,30 @@ class Selection:
             if not cls.needs_model or registry.latest(self.workspace, name) is not None:
                 names.append(name)
         return names
+
+    def choose(
+        self,
+        name: str,
+        user: str | None = None,
+        version: int | None = None,
+        half_life_days: float | None = None,
+    ) -> Choice:
+        """What serves ``user`` when ``name`` is asked for: ``auto`` is the user's arm while an
+        experiment runs, else the evaluated best. ``half_life_days`` gives the average profile a
+        half-life of its own."""
+        experiment = self.experiment() if name == "auto" and user is not None else None
+        arm = experiment.arm(user) if experiment is not None else None
+        served = self.strategy(arm or name, version if arm is None else None)
+        if half_life_days is not None and served.name == "average":
+            served = strategies.get("average")(self.context(), {"half_life_days": half_life_days})
+        note = None
+        if arm is not None:
+            note = f"auto serves {arm}: this user's arm of experiment {experiment.name}"
+        elif name == "auto":
+            choice = self.auto_choice()
+            score = f", recall@10 {choice['recall@10']:.4f}" if choice["recall@10"] is not None else ""
+            note = f"auto serves {choice['strategy']}: {choice['reason']}{score}"
+        return Choice(served, experiment, arm, note)
 
     def strategy(self, name: str = "auto", version: int | None = None) -> Strategy:
         """The strategy ready to serve (``auto``: the evaluated best), reused for 30 s."""
