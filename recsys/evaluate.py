@@ -24,7 +24,15 @@ from recsys import registry, strategies
 from recsys.errors import RecsysError
 from recsys.events import load_history
 from recsys.metrics import ListMetrics, bootstrap_ci, paired_comparison
-from recsys.splits import Split, cold_item_split, leak, random_split, sample_users, temporal_split
+from recsys.splits import (
+    Split,
+    TrainedOn,
+    cold_item_split,
+    leak,
+    random_split,
+    sample_users,
+    temporal_split,
+)
 
 DEFAULT_KS = (10, 20, 50, 100)
 SPLITS = ("temporal", "random", "cold-items")
@@ -140,8 +148,6 @@ def _fix(command: str, split: Split) -> str:
 def finetune_leak(workspace, model: str, split: Split) -> str | None:
     """Why ``model``'s vectors, fine-tuned on the logs, may not be evaluated on ``split`` (None: they
     may: not fine-tuned on the logs, or not on its test events)."""
-    from recsys.splits import TrainedOn
-
     meta = registry.embedders(workspace.settings.models_dir).get(model)
     if not meta or meta.get("mode") != "interactions":
         return None

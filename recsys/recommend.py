@@ -206,9 +206,8 @@ class Recommender:
             notes=[choice.note] if choice.note else [],
         )
         allowed = label_filter(labels, exclude_labels)
-        hits, because = self.rank(served, [events], [user], k, allowed=allowed, diversify=diversify, lam=lam)[
-            0
-        ]
+        ranked = self.rank(served, [events], [user], k, allowed=allowed, diversify=diversify, lam=lam)
+        hits, because = ranked[0]
         if hits is None:
             if served.name != "popular":
                 result.cold_start = True
@@ -230,7 +229,7 @@ class Recommender:
 
     def rank(
         self, served: Strategy, histories: Sequence[History], users: Sequence[str | None], k: int, **options
-    ):
+    ) -> list[ranking.Ranked]:
         """``serving.ranking.rank`` over this workspace's catalogue and image space."""
         return ranking.rank(
             served, histories, users, k, catalogue=self.catalogue(), image_space=self.space, **options

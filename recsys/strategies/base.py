@@ -2,7 +2,7 @@
 
 A strategy is fitted once on training events (``fit``), then scores many histories at once
 (``score``). It answers either with dense scores over the catalogue (``Dense``) or with query
-vectors in a vector space (``Queries``), which ``Recommender`` turns into ranked, filtered,
+vectors in a vector space (``Queries``), which ``serving.ranking`` turns into ranked, filtered,
 explained lists through a faiss index or an exact product. A strategy never imports
 ``recommend``: what it needs (the catalogue, the image space, the workspace) is handed to it in a
 ``Context``.
