@@ -84,6 +84,11 @@ def read_catalog(path: str | Path) -> tuple[list[CatalogEntry], list[tuple[str, 
     path = Path(path)
     if path.is_dir():
         return _read_folder(path)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        raise RecsysError(
+            f"{path}: a picture, not a catalogue: ingest takes a folder of pictures (one sub-folder "
+            f"per label) or a CSV of {','.join(CSV_COLUMNS)}"
+        )
     if path.is_file():
         return _read_csv(path)
     raise RecsysError(f"{path}: no such folder or CSV file")

@@ -3,9 +3,10 @@ visitors for the page, and a fresh API token. The command prints each step's res
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
-from recsys import queries, tokens
+from recsys import queries, store, tokens
 from recsys.catalog import IngestReport, ingest
 from recsys.embedders.runner import EmbedReport, embed_missing
 from recsys.errors import RecsysError
@@ -42,10 +43,33 @@ def seed_user(recommender, firsts: list[str]) -> tuple[list[str], Recommendation
 
 
 def visitors(workspace) -> dict:
-    """Simulated visitors (synthetic logs), so the page has people and popular items."""
+    """Simulated visitors (synthetic logs), so the page has people and popular items.
+
+    Their sessions fall in the two months before the workspace's first item was added: recent, as
+    the dashboard shows them, and the same on every run (the events are stored once)."""
     from recsys.simulate import SimulationConfig, simulate
 
-    return simulate(workspace, SimulationConfig(users=40, events_per_user=20, seed=0), progress=False)
+    first = queries.first_item_added(workspace) or store.utcnow()
+    start = first.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=60)
+    return simulate(
+        workspace, SimulationConfig(users=40, events_per_user=20, seed=0, start=start), progress=False
+    )
+
+
+def evaluate(workspace) -> dict:
+    """Evaluate the strategies on the demo's logs (each user's latest 20% held out) so that
+    ``auto`` serves a measured choice; a winner that serves from a saved model is trained on every
+    event. Returns what ``auto`` serves now, and why."""
+    from recsys import evaluate as offline
+    from recsys import strategies, training
+    from recsys.recommend import Recommender
+
+    rec = Recommender(workspace, use_index=False, log=None, impressions=None)
+    report = offline.run(rec, offline.Plan(ks=(10,), bootstrap=200))
+    best = max(report.strategies, key=lambda r: r.mean("recall@10"))
+    if strategies.get(best.name).needs_model:
+        training.train_peer(rec, best.name, log=lambda _: None)
+    return Recommender(workspace, log=None, impressions=None).selection.auto_choice()
 
 
 def fresh_token(workspace) -> str:

@@ -71,6 +71,14 @@ def diagnose(workspace, model: str | None = None) -> list[Finding]:
         bad_dims = s.scalar(
             select(func.count(func.distinct(store.Embedding.dim))).where(store.Embedding.model == model)
         )
+    findings.append(
+        Finding(
+            "catalogue",
+            bool(items),
+            f"{len(items)} items in workspace {workspace.home}",
+            "recsys ingest PATH, or point --home (RECSYS_HOME) at the workspace you meant",
+        )
+    )
     missing_files = [key for _, key, rel in items if not workspace.image_file(rel).is_file()]
     findings.append(
         Finding(

@@ -52,6 +52,16 @@ def weighted_items(history: History, max_weight: float = 100.0) -> dict[int, flo
     return totals
 
 
+def strongest_events(history: History) -> dict[int, str]:
+    """What the user did with each item of a history, the event of the largest weight winning
+    (a like over a view): "because you liked X"."""
+    out: dict[int, str] = {}
+    for item_id, kind, _, _ in history:
+        if EVENT_WEIGHTS.get(kind, 1.0) > EVENT_WEIGHTS.get(out.get(item_id, ""), 0.0):
+            out[item_id] = kind
+    return out
+
+
 def history_weights(history: History, half_life_days: float | None = None, max_weight: float = 100.0):
     """Total weight of each item of a history, decayed by age relative to its newest event: with a
     half-life (days), an event that much older than the user's newest counts half."""

@@ -28,17 +28,34 @@ class Person(NamedTuple):
     events: int
 
 
-def people(workspace, limit: int = 30) -> list[Person]:
-    """The most active users, with their event counts (the demo's People list)."""
-    query = (
+@dataclass(frozen=True)
+class People:
+    """Some users with their event counts, and how many there are in all."""
+
+    shown: list[Person]
+    total: int
+
+
+def people(workspace, limit: int = 30, pinned: tuple[str, ...] = ()) -> People:
+    """The ``pinned`` users that exist, then the most active ones (the demo's People list)."""
+    counted = (
         select(store.User.key, func.count(store.Interaction.id).label("n"))
         .join(store.Interaction, store.Interaction.user_id == store.User.id)
         .group_by(store.User.key)
-        .order_by(desc("n"), store.User.key)
-        .limit(limit)
     )
     with workspace.session() as s:
-        return [Person(key, n) for key, n in s.execute(query)]
+        first = (
+            [Person(k, n) for k, n in s.execute(counted.where(store.User.key.in_(pinned)))] if pinned else []
+        )
+        rest = s.execute(
+            counted.where(store.User.key.not_in(pinned))
+            .order_by(desc("n"), store.User.key)
+            .limit(limit - len(first))
+        )
+        total = s.scalar(select(func.count(func.distinct(store.Interaction.user_id))))
+    return People(
+        [*sorted(first, key=lambda p: pinned.index(p.key)), *(Person(k, n) for k, n in rest)], total
+    )
 
 
 def user_exists(workspace, key: str) -> bool:
@@ -58,6 +75,13 @@ def image_path(workspace, item_id: int):
     with workspace.session() as s:
         rel = s.scalar(select(store.Item.image_path).where(store.Item.id == item_id))
     return None if rel is None else workspace.image_file(rel)
+
+
+def first_item_added(workspace):
+    """When the catalogue's first item was added (None: no item yet)."""
+    with workspace.session() as s:
+        first = s.scalar(select(func.min(store.Item.created_at)))
+    return None if first is None else store.as_utc(first)
 
 
 def first_key_per_label(workspace) -> list[str]:

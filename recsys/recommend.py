@@ -19,11 +19,11 @@ import numpy as np
 
 from recsys import store, strategies
 from recsys.errors import NotAnImage, NotFound, RecsysError, TooLarge
-from recsys.events import History
+from recsys.events import History, strongest_events
 from recsys.impressions import ImpressionLog, Shown, new_request_id
 from recsys.interactions import KnownIds, NewEvent, RecordReport, record, user_key
 from recsys.serving import ranking
-from recsys.serving.items import Descriptions, load_catalogue
+from recsys.serving.items import Descriptions, check_labels, load_catalogue
 from recsys.serving.results import HistoryEntry, Recommendation, RecommendationList
 from recsys.serving.selection import STRATEGIES, Selection
 from recsys.serving.vectors import Vectors
@@ -205,6 +205,8 @@ class Recommender:
             arm=choice.arm,
             notes=[choice.note] if choice.note else [],
         )
+        if labels:
+            check_labels(self.catalogue(), labels)
         allowed = label_filter(labels, exclude_labels)
         ranked = self.rank(served, [events], [user], k, allowed=allowed, diversify=diversify, lam=lam)
         hits, because = ranked[0]
@@ -216,7 +218,7 @@ class Recommender:
                 )
             hits, because = self.rank(self.strategy("popular"), [events], [user], k, allowed=allowed)[0]
         if describe:
-            result.items = self.descriptions.describe(hits or [], because)
+            result.items = self.descriptions.describe(hits or [], because, strongest_events(events))
         else:
             result.items = [Recommendation(item_id=i, key="", score=s) for i, s in hits or []]
         if log_impressions and self.impressions is not None and result.items:

@@ -111,6 +111,18 @@ class Settings:
         given = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **_coerce(given))
 
+    def environment(self) -> dict[str, str]:
+        """These settings as ``RECSYS_*`` variables (``from_env`` reads them back): how a process
+        started afresh gets the settings of the one that started it."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f"RECSYS_{f.name.upper()}"] = (
+                    str(value).lower() if isinstance(value, bool) else str(value)
+                )
+        return out
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Build settings from ``RECSYS_<FIELD>`` variables, then apply ``overrides``."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from recsys import store
+from recsys.errors import RecsysError
 from recsys.settings import Settings
 
 
@@ -36,6 +37,20 @@ class Workspace:
 
     def session(self) -> Session:
         return self._sessions()
+
+    def require_items(self) -> None:
+        """A one-line error naming this workspace when it holds no item yet: a command run from
+        another folder opens a new, empty workspace there, and should say so, and how to point at
+        the one meant."""
+        from sqlalchemy import func, select
+
+        with self.session() as s:
+            empty = s.scalar(select(func.count()).select_from(store.Item)) == 0
+        if empty:
+            raise RecsysError(
+                f"workspace {self.home} has no items yet: `recsys ingest PATH` adds some, or point "
+                "--home (RECSYS_HOME) at the workspace you meant"
+            )
 
     def image_file(self, relpath: str) -> Path:
         return self.settings.images_dir / relpath

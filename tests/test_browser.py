@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recsys.workspace import Workspace
-from tests.conftest import ARTIFACTS, BUNDLED, ensure_system_package, running_server, settings_for
+from tests.conftest import (
+    ARTIFACTS,
+    BUNDLED,
+    ensure_system_package,
+    running_server,
+    save_figures,
+    settings_for,
+)
 
 ALL_IMAGES_LOADED = "els => els.map(e => e.complete && e.naturalWidth > 0)"
 
 
 @contextlib.contextmanager
-def chromium() -> Iterator:
+def chromium(width: int = 1280, height: int = 1400) -> Iterator:
     executable = ensure_system_package("chromium", "chromium", "The browser test")
     from playwright.sync_api import sync_playwright
 
@@ -36,7 +44,7 @@ def chromium() -> Iterator:
             ],
         )
         try:
-            yield browser.new_page(viewport={"width": 1280, "height": 1400})
+            yield browser.new_page(viewport={"width": width, "height": height})
         finally:
             browser.close()
 
@@ -114,3 +122,48 @@ def test_a_relative_home_served_from_another_folder_shows_every_picture(embedded
     print("pictures (shown, loaded):", counts)
     for where, (shown, loaded) in counts.items():
         assert shown >= 10 and loaded == shown, (where, shown, loaded)
+
+
+def test_a_new_visitor_clicks_a_picture_and_every_page_fits_a_phone(embedded_copy):
+    """Findings: a click on a picture recorded nothing; at 390 px the home page was 414 px wide and
+    an item page 722 px, the header wrapped into narrow columns; every page asked for a favicon and
+    got 404. Each page is kept as a screenshot at desktop and phone width."""
+    _crowd(embedded_copy)
+    photo = sorted((BUNDLED / "rose").glob("*.jpg"))[0]
+    widths, searched = {}, {}
+    with running_server(embedded_copy, "--demo") as url:
+        for name, (width, height) in {"desktop": (1280, 900), "phone": (390, 844)}.items():
+            with chromium(width, height) as page:
+                missing = []
+                page.on("response", lambda r, seen=missing: seen.append(r.url) if r.status == 404 else None)
+                page.goto(url)
+                first = page.locator("#popular figure").first
+                key = first.get_attribute("data-key")
+                with page.expect_navigation():
+                    first.locator("button.pick").click()  # the picture itself
+                assert page.url.endswith(f"/items/{key}"), page.url
+                pages = {"item": page.url}
+                page.goto(f"{url}/you")
+                history = page.locator("#history a")
+                assert [history.nth(i).get_attribute("data-key") for i in range(history.count())] == [key]
+                pages.update(home=url, you=f"{url}/you", search=f"{url}/search", admin=f"{url}/admin")
+                for where, address in pages.items():
+                    page.goto(address)
+                    page.wait_for_load_state("load")
+                    widths[(name, where)] = page.evaluate("document.documentElement.scrollWidth")
+                    page.screenshot(path=str(ARTIFACTS / f"browser-{where}-{name}.png"), full_page=True)
+                page.goto(f"{url}/search")
+                page.set_input_files("input[type=file]", str(photo))
+                asked = time.perf_counter()
+                with page.expect_navigation():
+                    page.click("form.upload button")
+                searched[name] = round(time.perf_counter() - asked, 2)
+                assert page.locator("#hits figure").count() == 12
+                assert page.locator("#hits figure").first.get_attribute("data-key") == f"rose/{photo.stem}"
+                assert not missing, missing
+    save_figures(
+        "browser-pages",
+        {"search_by_photo_seconds": searched, "widths": {f"{n} {w}": v for (n, w), v in widths.items()}},
+    )
+    for (name, where), width in widths.items():
+        assert width <= (1280 if name == "desktop" else 390), (name, where, width)

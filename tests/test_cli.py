@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from sqlalchemy import inspect
 
 from recsys.settings import Settings
-from tests.conftest import BUNDLED, ON_POSTGRES, db_engine, db_rows, one_line_error, run_cli
+from tests.conftest import BUNDLED, ON_POSTGRES, cli_env, db_engine, db_rows, one_line_error, run_cli
 
 
 def test_similar_by_key_prints_a_table_and_json(embedded_home):
@@ -46,7 +48,7 @@ def test_bad_input_gives_one_line_errors(embedded_home, tmp_path):
     line = one_line_error(run_cli("similar", "--image", str(not_image), home=embedded_home))
     assert "notes.jpg" in line and "not an image" in line
     line = one_line_error(run_cli("knn-accuracy", home=tmp_path / "empty"))
-    assert "recsys embed" in line
+    assert "has no items" in line and str(tmp_path / "empty") in line and "--home" in line
     line = one_line_error(run_cli("ingest", str(BUNDLED), "--db", "nosuchdialect://x"))
     assert "nosuchdialect" in line
     unreachable = "postgresql+psycopg://ann:s3cret@127.0.0.1:9/recsys"  # nothing listens on port 9
@@ -133,3 +135,66 @@ def test_settings_come_from_env_then_flags(tmp_path):
     s = Settings.from_env(env, home=str(tmp_path / "flag"), max_side=None)
     assert s.home == tmp_path / "flag" and s.max_side == 128
     assert Settings.from_env({"RECSYS_DB_URL": "postgresql://x/y"}).database_url == "postgresql://x/y"
+
+
+# -- first impressions ----------------------------------------------------------------------------
+
+
+def test_a_command_in_an_empty_workspace_names_it_and_says_how_to_point_elsewhere(tmp_path):
+    """Finding: from another folder, `recsys recommend` opened a new, empty workspace there and
+    said only "no embeddings", `recsys embed` "embedded 0 item(s)", and doctor "ok" on 0 items."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = cli_env()
+    expected = str((elsewhere / "recsys-home").resolve())
+    for args in (["recommend", "--user", "demo-user"], ["embed"], ["similar", "tulip/x"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "recsys.cli", *args],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        line = one_line_error(proc)
+        assert expected in line and "has no items" in line and "--home" in line, (args, line)
+    doctor = subprocess.run(
+        [sys.executable, "-m", "recsys.cli", "doctor"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert doctor.returncode == 1 and f"BAD  catalogue       0 items in workspace {expected}" in doctor.stdout
+
+
+def test_smaller_first_impressions(embedded_home, tmp_path):
+    """Findings: a port in use printed "serving recsys on ..." and then 5 s of gunicorn errors; a
+    picture given to ingest was "not a readable CSV"; an unknown --label printed an empty table and
+    exited 0; `record --help` named fewer CSV columns than the README."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("serve", "--port", str(port), home=embedded_home, timeout=60)
+    assert (
+        f"cannot listen on 127.0.0.1:{port}" in one_line_error(proc) and "serving recsys" not in proc.stdout
+    )
+    picture = sorted((BUNDLED / "tulip").glob("*.jpg"))[0]
+    line = one_line_error(run_cli("ingest", str(picture), home=tmp_path / "h"))
+    assert "a picture, not a catalogue" in line and "folder" in line and "CSV" in line
+    line = one_line_error(run_cli("recommend", "--user", "x", "--label", "nosuchlabel", home=embedded_home))
+    assert "'nosuchlabel'" in line and "daisy, dandelion, rose, sunflower, tulip" in line
+    assert "event_key" in run_cli("record", "--help").stdout
+
+
+def test_skipped_pictures_print_on_lines_of_their_own_beside_the_progress_bar(tmp_path):
+    """Finding: the ingest progress bar was tangled with the "skipped" lines."""
+    folder = tmp_path / "photos" / "tulip"
+    folder.mkdir(parents=True)
+    for photo in sorted((BUNDLED / "tulip").glob("*.jpg"))[:6]:
+        (folder / photo.name).write_bytes(photo.read_bytes())
+    for n in range(3):
+        (folder / f"broken-{n}.jpg").write_text("not a picture")
+    proc = run_cli("ingest", str(tmp_path / "photos"), home=tmp_path / "h", check=True)
+    skipped = [line for line in proc.stderr.replace("\r", "\n").splitlines() if "skipped" in line]
+    assert len(skipped) == 3 and all(line.startswith("skipped tulip/broken-") for line in skipped), (
+        proc.stderr
+    )

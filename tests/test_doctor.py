@@ -15,7 +15,16 @@ def test_healthy_workspace_passes(embedded_copy):
     proc = run_cli("doctor", "--json", home=embedded_copy, check=True)
     findings = {f["check"]: f for f in json.loads(proc.stdout)}
     assert all(f["ok"] for f in findings.values()), findings
-    checks = {"schema", "image files", "embeddings", "vector sizes", "index", "trained models", "leftovers"}
+    checks = {
+        "schema",
+        "catalogue",
+        "image files",
+        "embeddings",
+        "vector sizes",
+        "index",
+        "trained models",
+        "leftovers",
+    }
     assert set(findings) == checks
 
 

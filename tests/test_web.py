@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -13,6 +14,7 @@ from tests.conftest import BUNDLED, bearer, csrf_token, make_token, settings_for
 from web import MAX_UPLOAD_BYTES, create_app
 
 TULIP = "tulip/" + sorted((BUNDLED / "tulip").glob("*.jpg"))[0].stem
+ROSE = "rose/" + sorted((BUNDLED / "rose").glob("*.jpg"))[0].stem
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_clicking_a_card_records_a_view_and_updates_the_grid(client, app, auth):
     assert response.status_code == 302 and _events(app) == before + 1
     page = client.get("/you")
     assert page.data.count(b'data-label="tulip"') >= 6
-    assert b"because you viewed " + TULIP.encode() in page.data
+    assert b"because you viewed" in page.data and f'<a href="/items/{TULIP}">Tulip '.encode() in page.data
     api = client.get(f"/api/users/{user}/recommendations?k=5", headers=auth).get_json()
     assert api["history_size"] == 1 and TULIP not in [i["key"] for i in api["items"]]
 
@@ -215,3 +217,72 @@ def test_every_request_thread_of_the_server_searches_with_one_openmp_thread(embe
     threadpool_limits(limits=blas_before)
     assert seen == [1]
     assert blas and set(blas) == {1} and max(blas_before.values()) > 1
+
+
+# -- first impressions ----------------------------------------------------------------------------
+
+
+def test_clicking_a_picture_on_the_home_page_opens_it_and_counts_as_a_view(client, app):
+    """Finding: a click on a picture only opened its page and recorded nothing, though the page
+    said the grid follows your clicks."""
+    home = client.get("/")
+    assert b"counts as a view" in home.data
+    keys = re.findall(rb'name="item" value="([^"]+)"', home.data)
+    assert len(keys) == 12  # every popular card's picture is a click that counts
+    before = _events(app)
+    opened = client.post(
+        "/view", data={"csrf_token": csrf_token(home.data), "item": keys[0].decode(), "then": "item"}
+    )
+    assert opened.status_code == 302 and opened.headers["Location"] == f"/items/{keys[0].decode()}"
+    assert _events(app) == before + 1
+    history = client.get("/you").data.split(b'id="history"')[1].split(b"</section>")[0]
+    assert f'data-key="{keys[0].decode()}"'.encode() in history
+
+
+def test_captions_name_the_liked_picture_and_titles_are_readable(client, app):
+    """Findings: "because you viewed tulip/10164073235_f29931d91e" (a raw key, and "viewed" after a
+    like), file names as titles, and unexplained scores ("18.001") on the cards."""
+    from recsys.serving.results import readable_title
+
+    assert readable_title("10164073235_f29931d91e", "tulip", 37) == "Tulip 37"
+    assert readable_title("IMG_0042", None, 5) == "Item 5"
+    assert readable_title("Toy Story (1995)", "Comedy", 1) == "Toy Story (1995)"
+    start_fresh(client)
+    click(client, TULIP, event="like")
+    page = client.get("/you").data.decode()
+    grid = page.split('id="recommendations"')[1]
+    assert "because you liked" in grid and "because you viewed" not in grid
+    assert f'<a href="/items/{TULIP}">Tulip ' in grid  # the liked picture, by a readable title
+    assert re.search(r'<img class="mini" src="/images/\d+"', grid)  # and its thumbnail
+    titles = re.findall(r'class="title" href="[^"]+">([^<]+)</a>', grid)
+    assert len(titles) == 12 and not any("/" in t or "_" in t for t in titles), titles
+    assert not re.search(r"\b\d+\.\d{3}\b", re.sub(r"<[^>]+>", " ", grid))  # no bare scores
+    item = client.get(f"/items/{TULIP}").data.decode()
+    assert "<h1>Tulip " in item
+
+
+def test_the_people_list_says_how_many_more_and_lists_the_demo_user_first(embedded_copy):
+    """Finding: 30 of 42 users and no "more"; the demo's own user (of the printed curl) left out."""
+    from recsys.workspace import Workspace
+
+    with Workspace(settings_for(embedded_copy)) as ws:
+        from recsys.recommend import Recommender
+
+        rec = Recommender(ws, log=None)
+        for n in range(33):
+            rec.record(f"person-{n:02d}", TULIP)
+            rec.record(f"person-{n:02d}", ROSE)
+        rec.record("demo-user", TULIP)
+    app = create_app({"RECSYS_SETTINGS": settings_for(embedded_copy), "TESTING": True, "RECSYS_DEMO": True})
+    page = app.test_client().get("/").data.decode()
+    people = re.findall(r'<li><a href="/users/([^"]+)"', page)
+    assert people[0] == "demo-user" and len(people) == 30
+    assert "and 4 more" in page
+    app.extensions["recsys"].workspace.close()
+
+
+def test_pages_name_an_icon_that_is_served(client):
+    """Finding: every page asked for /favicon.ico and got a 404."""
+    icon = re.search(rb'<link rel="icon" href="([^"]+)"', client.get("/").data).group(1).decode()
+    response = client.get(icon)
+    assert response.status_code == 200 and response.mimetype == "image/svg+xml"

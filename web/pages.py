@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, redirect, render_template, request, send_file, url_for
 
-from recsys import queries
+from recsys import demo, queries
 from recsys.errors import NotFound
 from recsys.interactions import user_key
+from recsys.serving import results
 from web import guards, params
 from web.identity import demo_only, new_visitor, visitor, visitor_or_new
 from web.services import rec, services
@@ -44,9 +45,14 @@ def _history_page(user: str | None, *, own: bool):
     )
 
 
+@bp.app_template_global()
+def readable_title(title: str | None, label: str | None, item_id: int) -> str:
+    return results.readable_title(title, label, item_id)
+
+
 @bp.get("/")
 def home():
-    people = queries.people(services().workspace, 30) if services().demo else []
+    people = queries.people(services().workspace, 30, pinned=(demo.USER,)) if services().demo else None
     return render_template("home.html", people=people, popular=rec().popular(12))
 
 
@@ -63,7 +69,8 @@ def you():
 
 @bp.post("/view")
 def view():
-    """A click on a card: recorded for the signed-in visitor (made now if this is their first)."""
+    """A click on a card (a view) or on "I like this": recorded for the signed-in visitor (made now
+    if this is their first), then the item's page (``then=item``) or the visitor's own."""
     item = request.form.get("item", "")
     event = request.form.get("event", "view")
     if event not in PAGE_EVENTS:
@@ -71,6 +78,8 @@ def view():
     strategy = params.strategy(request.form.get("strategy", "auto"), available=rec().strategies())
     request_id = request.form.get("request_id") or None  # the list the click came from
     rec().record(visitor_or_new(), item, event, request_id=request_id)
+    if request.form.get("then") == "item":  # a picture opened: its page (the key was just checked)
+        return redirect(url_for("pages.item_page", key=item.strip()))
     return redirect(url_for("pages.you", strategy=strategy))
 
 

@@ -10,12 +10,14 @@ Windows has no fork (and no gunicorn): there, one waitress process.
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 
+from recsys.errors import RecsysError
 from recsys.settings import Settings
 
 #: Threads per worker process: enough to overlap database waits, few enough not to fight over the GIL.
@@ -90,13 +92,57 @@ def make_app(settings: Settings, demo: bool, models: bool = True):
     return app
 
 
+#: One log format for recsys, waitress and gunicorn alike, on stderr: access lines, start, errors.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(name)s %(message)s"}},
+    "handlers": {
+        "stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}
+    },
+    "root": {"level": "WARNING", "handlers": ["stderr"]},
+    "loggers": {
+        name: {"level": "INFO", "handlers": [], "propagate": True}
+        for name in ("recsys", "waitress", "web", "gunicorn.error")
+    },
+}
+
+
+def check_port(host: str, port: int) -> None:
+    """A one-line error, before anything is loaded, when ``host:port`` cannot be listened on."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise RecsysError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another server may be using it; "
+                "pick another with --port"
+            ) from None
+
+
+def restart_without_tensorflow(settings: Settings, host: str, port: int, chosen: Plan, demo: bool) -> None:
+    """Serve from a fresh interpreter: TensorFlow's runtime does not survive a fork, and a worker
+    forked after it ran hangs in its first upload (the demo embeds before it serves)."""
+    argv = [sys.executable, "-m", "recsys.cli", "serve", "--host", host, "--port", str(port)]
+    if chosen != plan(None, None):
+        argv += ["--workers", str(chosen.workers), "--threads", str(chosen.threads)]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv + (["--demo"] if demo else []), {**os.environ, **settings.environment()})
+
+
 def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = False, echo=print) -> None:
     """Load the app, say what was chosen, serve until interrupted."""
     from web.uploads import MAX_UPLOAD_BYTES
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    for name in ("recsys", "waitress", "web", "gunicorn.error"):  # access lines, start, errors
-        logging.getLogger(name).setLevel(logging.INFO)
+    check_port(host, port)
+    if chosen.server == "gunicorn" and "tensorflow" in sys.modules:
+        restart_without_tensorflow(settings, host, port, chosen, demo)
+    logging.config.dictConfig(LOGGING)
     started = time.perf_counter()
     # gunicorn forks workers from this process: trained models are loaded in each worker instead
     app = make_app(settings, demo, models=chosen.server != "gunicorn")
@@ -110,6 +156,11 @@ def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = Fal
         f"({services.settings.index_factory}); loaded and warmed in {time.perf_counter() - started:.1f} s, "
         f"shared by the workers{mode}  (Ctrl+C stops)"
     )
+    if len(space.ids) == 0:
+        echo(
+            f"note: workspace {settings.home} has no embedded items yet: the page will be empty until "
+            "`recsys ingest PATH` and `recsys embed`, or point --home (RECSYS_HOME) at another workspace"
+        )
     if chosen.server == "flask-debug":  # never Werkzeug's interactive console
         app.run(host=host, port=port, debug=True, use_debugger=False, use_reloader=False)
     elif chosen.server == "gunicorn":
@@ -137,6 +188,8 @@ def gunicorn_options(host: str, port: int, chosen: Plan) -> dict:
         "worker_class": "gthread",
         "accesslog": None,
         "keepalive": 5,
+        "logconfig_dict": LOGGING,
+        "control_socket_disable": True,  # no socket left in the user's home folder
     }
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from recsys.cli.common import emit_json, open_workspace, print_hits, settings_options, table
+from recsys.cli.common import emit_json, open_workspace, print_hits, problem_printer, settings_options, table
 from recsys.errors import RecsysError
 from recsys.settings import Settings
 
@@ -25,13 +24,7 @@ def ingest(settings: Settings, path: str, max_side, workers, as_json: bool, quie
 
     settings = settings.replace(max_side=max_side, workers=workers)
     ws = open_workspace(settings)
-
-    def show(where: str, reason: str) -> None:
-        from tqdm import tqdm
-
-        tqdm.write(f"skipped {where}: {reason}", file=sys.stderr)
-
-    report = run_ingest(ws, path, progress=not quiet and not as_json, on_problem=show)
+    report = run_ingest(ws, path, progress=not quiet and not as_json, on_problem=problem_printer())
     if as_json:
         emit_json(report.as_dict())
     else:
@@ -62,7 +55,7 @@ def ingest_movielens_cmd(
         folder,
         like_threshold=like_threshold,
         progress=not quiet and not as_json,
-        on_problem=lambda w, r: click.echo(f"skipped {w}: {r}", err=True),
+        on_problem=problem_printer(),
     )
     if as_json:
         emit_json(report.as_dict())
@@ -119,6 +112,8 @@ def embed(
 
         report = embed_missing(ws, limit=limit, progress=progress)
         problems = [f"skipped item {item_id}: {reason}" for item_id, reason in report.failed]
+        if report.embedded == 0 and not report.failed:
+            ws.require_items()  # nothing to embed: in the workspace meant?
     for line in problems:
         click.echo(line, err=True)
     if as_json:
@@ -144,7 +139,7 @@ def similar(settings: Settings, item_key, image, k: int, as_json: bool) -> None:
 
     if bool(item_key) == bool(image):
         raise RecsysError("give exactly one of ITEM_KEY or --image PATH")
-    rec = Recommender(open_workspace(settings))
+    rec = Recommender(open_workspace(settings, needs_items=True))
     if image:
         try:
             data = Path(image).read_bytes()
@@ -168,7 +163,7 @@ def knn_accuracy(settings: Settings, k: int, as_json: bool) -> None:
     from recsys.metrics import knn_accuracy as measure
     from recsys.recommend import Recommender
 
-    rec = Recommender(open_workspace(settings))
+    rec = Recommender(open_workspace(settings, needs_items=True))
     vectors, labels = rec.vectors.labelled()
     result = measure(vectors, labels, k=k)
     result["model"] = rec.model
@@ -198,7 +193,7 @@ def index_cmd(settings: Settings, factory, memory_gb, show: bool, as_json: bool)
     from recsys.recommend import Recommender
 
     settings = settings.replace(index_factory=factory, index_memory_gb=memory_gb)
-    ws = open_workspace(settings)
+    ws = open_workspace(settings, needs_items=True)
     if show:
         state = queries.index_state(ws, settings.model)
         if state.index is None:
@@ -234,7 +229,7 @@ def cluster_cmd(settings: Settings, k, show: bool, as_json: bool) -> None:
 
     if not k and not show:
         raise RecsysError("give -k N to cluster, or --show to list the stored clusters")
-    ws = open_workspace(settings)
+    ws = open_workspace(settings, needs_items=True)
     if k:
         sizes = cluster_items(ws, settings.model, k)
         if not show and not as_json:
@@ -279,7 +274,7 @@ def export_static_cmd(
     from recsys.recommend import Recommender
 
     report = export_static(
-        Recommender(open_workspace(settings), log=None, impressions=None),
+        Recommender(open_workspace(settings, needs_items=True), log=None, impressions=None),
         folder,
         StaticOptions(quantise=quantise, pca=pca, thumb_side=thumb_side),
         progress=not quiet and not as_json,

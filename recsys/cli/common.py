@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 
 import click
 
@@ -24,13 +25,29 @@ def settings_options(fn):
     return wrapper
 
 
-def open_workspace(settings: Settings, migrate: bool = True):
-    """The command's workspace; its connections are closed when the command ends (also in-process)."""
+def open_workspace(settings: Settings, migrate: bool = True, *, needs_items: bool = False):
+    """The command's workspace; its connections are closed when the command ends (also in-process).
+
+    ``needs_items``: the command has nothing to work on in an empty workspace, and says which one
+    it opened (a new one, when run from another folder) and how to point at another."""
     from recsys.workspace import Workspace
 
     workspace = Workspace(settings, migrate=migrate)
     click.get_current_context().call_on_close(workspace.close)
+    if needs_items:
+        workspace.require_items()
     return workspace
+
+
+def problem_printer(verb: str = "skipped"):
+    """Print "<verb> <where>: <reason>" on stderr, each on a line of its own beside a progress bar."""
+
+    def show(where: str, reason: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"{verb} {where}: {reason}", file=sys.stderr)
+
+    return show
 
 
 def emit_json(data) -> None:

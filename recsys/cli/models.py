@@ -51,7 +51,7 @@ def simulate_cmd(
         from recsys.recommend import Recommender
 
         result = simulate_online(
-            Recommender(open_workspace(settings), log=None),
+            Recommender(open_workspace(settings, needs_items=True), log=None),
             OnlineConfig(users=users, seed=seed, sessions=sessions),
             progress=not quiet and not as_json,
         )
@@ -66,7 +66,7 @@ def simulate_cmd(
             )
         return
     result = simulate(
-        open_workspace(settings),
+        open_workspace(settings, needs_items=True),
         SimulationConfig(
             users=users,
             events_per_user=events_per_user,
@@ -153,7 +153,7 @@ def train_cmd(
                 raise RecsysError(f"{flag} is for --strategy two-tower")
         from recsys.recommend import Recommender
 
-        rec = Recommender(open_workspace(settings), use_index=False, log=None)
+        rec = Recommender(open_workspace(settings, needs_items=True), use_index=False, log=None)
         report = training.train_peer(rec, strategy, holdout=holdout or 0.0, seed=seed or 0, log=log)
         if as_json:
             emit_json(report)
@@ -176,7 +176,7 @@ def train_cmd(
     )
     from recsys.twotower.train import train
 
-    report = train(open_workspace(settings), config, warm_start=warm, log=log)
+    report = train(open_workspace(settings, needs_items=True), config, warm_start=warm, log=log)
     if as_json:
         emit_json(report.as_dict())
     else:
@@ -250,7 +250,7 @@ def evaluate_cmd(
         ks=tuple(ks) or evaluate.DEFAULT_KS,
         bootstrap=bootstrap,
     )
-    rec = Recommender(open_workspace(settings), use_index=False, log=None)
+    rec = Recommender(open_workspace(settings, needs_items=True), use_index=False, log=None)
     report = evaluate.run(
         rec,
         asked,
@@ -347,7 +347,9 @@ def finetune_cmd(settings: Settings, mode, as_json: bool, quiet: bool, batch_siz
     if mode is None:
         raise RecsysError("say what to train for: --labels or --interactions")
     config = FinetuneConfig(mode=mode, batch_size=batch_size, **options)
-    report = finetune(open_workspace(settings), config, log=None if (quiet or as_json) else click.echo)
+    report = finetune(
+        open_workspace(settings, needs_items=True), config, log=None if (quiet or as_json) else click.echo
+    )
     if as_json:
         emit_json(report.as_dict())
     else:

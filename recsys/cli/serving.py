@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from recsys.cli.common import emit_json, open_workspace, print_hits, settings_options, table
+from recsys.cli.common import emit_json, open_workspace, print_hits, problem_printer, settings_options, table
 from recsys.errors import RecsysError
 from recsys.settings import Settings
 
@@ -19,7 +19,12 @@ from recsys.settings import Settings
 @click.option("--weight", type=float, help="Weight in the profile (default: by event type).")
 @click.option("--event-key", help="Idempotency key: the same key is stored once.")
 @click.option("--request-id", help="The request_id of the list the click came from (attributes it).")
-@click.option("--csv", "csv_path", type=click.Path(), help="Bulk: user,item,event,timestamp[,weight].")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(),
+    help="Bulk: a CSV of user,item,event,timestamp[,weight[,event_key]].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @settings_options
 def record_cmd(
@@ -31,9 +36,9 @@ def record_cmd(
 
     if bool(csv_path) == bool(user or item):
         raise RecsysError("give either --user and --item, or --csv FILE")
-    ws = open_workspace(settings)
+    ws = open_workspace(settings, needs_items=True)
     if csv_path:
-        report = import_csv(ws, csv_path, on_problem=lambda w, r: click.echo(f"rejected {w}: {r}", err=True))
+        report = import_csv(ws, csv_path, on_problem=problem_printer("rejected"))
     else:
         if not (user and item):
             raise RecsysError("--user and --item are both required")
@@ -82,7 +87,7 @@ def recommend_cmd(
     """Top-k unseen items for a user, each with "because you viewed X"."""
     from recsys.recommend import Recommender
 
-    rec = Recommender(open_workspace(settings))
+    rec = Recommender(open_workspace(settings, needs_items=True))
     result = rec.recommend(
         user,
         k,
@@ -184,6 +189,10 @@ def demo(settings: Settings, catalog, quiet: bool, serve: bool, port: int) -> No
     from recsys.metrics import knn_accuracy
     from recsys.recommend import Recommender
 
+    if serve:  # a port in use is said now, not after the set-up
+        from web.server import check_port
+
+        check_port("127.0.0.1", port)
     ws = open_workspace(settings)
     click.echo(f"workspace: {ws.home.resolve()}")
     report, emb = setup.catalogue(ws, Path(catalog) if catalog else None, progress=not quiet)
@@ -212,6 +221,8 @@ def demo(settings: Settings, catalog, quiet: bool, serve: bool, port: int) -> No
     click.echo(table(rows, ["rank", "score", "key", "label", "because you viewed"]))
     sim = setup.visitors(ws)
     click.echo(f"\nsimulated {sim['users']} users ({sim['stored']} new events; synthetic) for the web page")
+    choice = setup.evaluate(ws)
+    click.echo(f"evaluated the strategies on them: auto serves {choice['strategy']} ({choice['reason']})")
     if serve:
         secret = setup.fresh_token(ws)
         click.echo(

@@ -8,7 +8,8 @@ import numpy as np
 from sqlalchemy import select
 
 from recsys import store
-from recsys.serving.results import Recommendation
+from recsys.errors import NotFound
+from recsys.serving.results import Recommendation, readable_title
 from recsys.strategies import Catalogue
 
 Info = tuple[str, str | None, str | None]  # (key, label, title)
@@ -25,6 +26,15 @@ def load_catalogue(workspace) -> Catalogue:
     newness = np.zeros(len(rows))
     newness[order] = np.arange(len(rows)) / max(len(rows) - 1, 1)
     return Catalogue(ids, np.array([r[1] for r in rows], dtype=object), newness)
+
+
+def check_labels(catalogue: Catalogue, labels) -> None:
+    """A one-line error when a label asked for is on no item (an empty list would not say why)."""
+    unknown = sorted(set(labels) - set(catalogue.labels.tolist()))
+    if unknown:
+        known = sorted({label for label in catalogue.labels.tolist() if label is not None})
+        shown = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
+        raise NotFound(f"no item has the label {unknown[0]!r}; labels here: {shown or 'none'}")
 
 
 class Descriptions:
@@ -74,22 +84,31 @@ class Descriptions:
             self._info.update({r[0]: (r[1], r[2], r[3]) for r in rows})
 
     def describe(
-        self, hits: list[tuple[int, float]], because: dict[int, int] | None = None
+        self,
+        hits: list[tuple[int, float]],
+        because: dict[int, int] | None = None,
+        events: dict[int, str] | None = None,
     ) -> list[Recommendation]:
-        """The hits as recommendations, each with the key of the history item that explains it."""
+        """The hits as recommendations, each with the history item that explains it (``because``:
+        result id -> history item id) and what the user did with it (``events``: item -> event)."""
         if not hits:
             return []
         because = because or {}
+        events = events or {}
         info = self.get({i for i, _ in hits} | set(because.values()))
-        return [
-            Recommendation(
-                item_id=i,
-                key=info[i][0],
-                score=s,
-                label=info[i][1],
-                title=info[i][2],
-                because=info[because[i]][0] if i in because and because[i] in info else None,
-            )
-            for i, s in hits
-            if i in info
-        ]
+        out = []
+        for i, s in hits:
+            if i not in info:
+                continue
+            why = because.get(i) if because.get(i) in info else None
+            explained = {}
+            if why is not None:
+                key, label, title = info[why]
+                explained = {
+                    "because": key,
+                    "because_id": why,
+                    "because_title": readable_title(title, label, why),
+                    "because_event": events.get(why, "view"),
+                }
+            out.append(Recommendation(i, info[i][0], s, info[i][1], info[i][2], **explained))
+        return out

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
+
+#: Words that do not make a file name readable (cameras name their pictures IMG_0042, DSC_1234).
+_CAMERA_WORDS = {"img", "dsc", "dscn", "dcim", "pic", "photo", "image", "jpeg", "jpg", "png"}
+
+
+def readable_title(title: str | None, label: str | None, item_id: int) -> str:
+    """A title a person can read: the item's own, unless it is only a file name of digits and hashes
+    (``10164073235_f29931d91e``, ``IMG_0042``); then its label and number ("Tulip 37")."""
+    if title:
+        words = [w for w in re.split(r"[\W_]+", title) if len(w) >= 3]
+        if any(w.isalpha() and w.lower() not in _CAMERA_WORDS for w in words):
+            return title
+    return f"{(label or 'item').capitalize()} {item_id}"
 
 
 @dataclass(frozen=True)
@@ -16,6 +30,13 @@ class Recommendation:
     label: str | None = None
     title: str | None = None
     because: str | None = None
+    because_id: int | None = None  # the history item that explains it, for a page to show
+    because_title: str | None = None
+    because_event: str | None = None  # what the user did with it (their strongest event)
+
+    @property
+    def display_title(self) -> str:
+        return readable_title(self.title, self.label, self.item_id)
 
     def as_dict(self) -> dict:
         return {
@@ -67,3 +88,7 @@ class HistoryEntry:
     ts: datetime
     label: str | None = None
     title: str | None = None
+
+    @property
+    def display_title(self) -> str:
+        return readable_title(self.title, self.label, self.item_id)

@@ -53,7 +53,8 @@ class Vectors:
         space = self.space()
         if len(space.ids) == 0:
             raise RecsysError(
-                f"no embeddings for model {self.model} yet: run `recsys embed --model {self.model}`"
+                f"no embeddings for model {self.model} in workspace {self.workspace.home} yet: run "
+                f"`recsys embed --model {self.model}`, or point --home (RECSYS_HOME) at another workspace"
             )
         return space
 
