@@ -65,7 +65,7 @@ def evaluate(workspace) -> dict:
     from recsys.recommend import Recommender
 
     rec = Recommender(workspace, use_index=False, log=None, impressions=None)
-    report = offline.run(rec, offline.Plan(ks=(10,), bootstrap=200))
+    report = offline.run(rec, offline.Plan(ks=(10, 20, 50), bootstrap=200))
     best = max(report.strategies, key=lambda r: r.mean("recall@10"))
     if strategies.get(best.name).needs_model:
         training.train_peer(rec, best.name, log=lambda _: None)

@@ -63,7 +63,7 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 def print_hits(hits, as_json: bool) -> None:
     rows = [
-        {"rank": n, "score": f"{h.score:.4f}", "key": h.key, "label": h.label or "", "title": h.title or ""}
+        {"rank": n, "score": f"{h.score:.4f}", "key": h.key, "label": h.label or "", "title": h.display_title}
         for n, h in enumerate(hits, 1)
     ]
     if as_json:
