@@ -23,7 +23,8 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from recsys import atomic, store
-from recsys.errors import RecsysError
+from recsys.errors import NotAnImage, RecsysError, TooLarge
+from recsys.keys import item_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 MAX_DOWNLOAD_BYTES = 50 * 1024 * 1024
@@ -105,7 +106,7 @@ def _read_folder(root: Path) -> tuple[list[CatalogEntry], list[tuple[str, str]]]
         label = rel.parts[0] if len(rel.parts) > 1 else None
         key = rel.with_suffix("").as_posix()
         try:
-            store.check_text(key, "key (the file's path)", store.KEY_LENGTH)
+            item_key(key, "key (the file's path)")
             store.check_text(label or "", "label (the sub-folder's name)", store.LABEL_LENGTH)
         except RecsysError as exc:
             problems.append((str(file), str(exc)))
@@ -145,7 +146,7 @@ def _read_csv(csv_path: Path) -> tuple[list[CatalogEntry], list[tuple[str, str]]
         label, title = row.get("label", "").strip() or None, row.get("title", "").strip() or None
         meta = {c: row[c] for c in extra if row[c] != ""}
         try:
-            store.check_text(key, "key", store.KEY_LENGTH)
+            item_key(key, "key")
             store.check_text(label or "", "label", store.LABEL_LENGTH)
             for name, value in [("image", image), ("title", title or ""), *meta.items()]:
                 store.check_text(value, name)
@@ -231,12 +232,22 @@ def prepare_image(data: bytes, max_side: int, max_pixels: int = 64_000_000) -> b
             f"image too large: more than the limit of {max_pixels:,} pixels (decompression bomb?)",
             too_large=True,
         ) from None
-    except Exception as exc:  # Pillow's decoders raise many kinds; every one means "cannot use this"
-        raise BadImage(f"corrupt or truncated image: {type(exc).__name__}: {exc}", decodable=False) from None
+    except Exception:  # Pillow's decoders raise many kinds; every one means "cannot use this"
+        raise BadImage("corrupt or truncated image: its pixels do not decode", decodable=False) from None
     try:
         return _shrink(image, max_side)
-    except Exception as exc:  # a header that decoded but pixels that do not convert
-        raise BadImage(f"corrupt image: {type(exc).__name__}: {exc}", decodable=False) from None
+    except Exception:  # a header that decoded but pixels that do not convert
+        raise BadImage("corrupt image: its pixels do not convert to RGB", decodable=False) from None
+
+
+def prepare_query(data: bytes, max_side: int, max_pixels: int) -> bytes:
+    """``prepare_image`` for a picture someone searches with: its faults as the typed errors the
+    web answers with (413 too large, 415 not a picture, 400 damaged)."""
+    try:
+        return prepare_image(data, max_side, max_pixels)
+    except BadImage as exc:
+        error = TooLarge if exc.too_large else RecsysError if exc.decodable else NotAnImage
+        raise error(str(exc)) from None
 
 
 def _shrink(image: Image.Image, max_side: int) -> bytes:

@@ -157,20 +157,25 @@ def all_experiments(workspace) -> list[Experiment]:
 
 
 def arm_counts(workspace, name: str) -> dict[str, dict[str, int]]:
-    """{arm: {"users", "impressions", "clicks"}} from the impressions the experiment logged."""
+    """{arm: {"users", "impressions", "clicks"}} from the impressions the experiment logged.
+
+    An impression is a (person, item) the arm showed, however often; a click, such a pair the person
+    then acted on from one of those lists. Showing someone the same items again and again, or
+    clicking one again and again, moves nothing."""
     imp, inter, users = store.Impression, store.Interaction, store.User
-    shown = (
-        select(imp.arm, func.count(func.distinct(imp.user_key)), func.count())
-        .where(imp.experiment == name)
-        .group_by(imp.arm)
+    pairs = select(imp.arm, imp.user_key, imp.item_id).where(imp.experiment == name).distinct().subquery()
+    shown = select(pairs.c.arm, func.count(func.distinct(pairs.c.user_key)), func.count()).group_by(
+        pairs.c.arm
     )
-    clicked = (  # impressions whose list and item the same user then acted on (indexed join)
-        select(imp.arm, func.count(func.distinct(imp.id)))
+    clicked_pairs = (  # impressions whose list and item the same user then acted on (indexed join)
+        select(imp.arm, imp.user_key, imp.item_id)
         .join(inter, and_(inter.request_id == imp.request_id, inter.item_id == imp.item_id))
         .join(users, users.id == inter.user_id)
         .where(imp.experiment == name, or_(imp.user_key.is_(None), users.key == imp.user_key))
-        .group_by(imp.arm)
+        .distinct()
+        .subquery()
     )
+    clicked = select(clicked_pairs.c.arm, func.count()).group_by(clicked_pairs.c.arm)
     with workspace.engine.connect() as conn:
         counts = {arm: {"users": u, "impressions": n, "clicks": 0} for arm, u, n in conn.execute(shown)}
         for arm, clicks in conn.execute(clicked):

@@ -23,6 +23,8 @@ from sqlalchemy import delete
 from recsys import store
 from recsys.errors import RecsysError
 
+#: Seconds within which the same list shown to the same person again is the same impression.
+REPEAT_SECONDS = 600.0
 #: What a request id looks like (``new_request_id`` makes 32 hex digits; callers may send their own).
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,32}")
 
@@ -113,6 +115,7 @@ class ImpressionLog:
         self.max_queued = max_queued
         self.dropped = 0
         self._rows: list[dict] = []
+        self._recent: dict[tuple, tuple[str, float]] = {}  # list shown -> (request id, when)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,14 +123,21 @@ class ImpressionLog:
         if background:
             atexit.register(self.flush)
 
-    def log(self, shown: Shown) -> None:
+    def log(self, shown: Shown) -> str:
+        """Log a served list; returns its request id. The same list shown again to the same person
+        (same items in the same order, same strategy and arm) within ``REPEAT_SECONDS`` is the same
+        impression: nothing is logged, and the first showing's request id is returned, so a click
+        is still attributed and a reloaded page or a polling client adds nothing."""
         rows = shown.rows()
         if not rows:
-            return
+            return shown.request_id
+        self._after_fork()
+        earlier = self._repeat(shown)
+        if earlier is not None:
+            return earlier
         if not self.background:
             self._write(rows)
-            return
-        self._after_fork()
+            return shown.request_id
         with self._lock:
             self._rows.extend(rows)
             if len(self._rows) > self.max_queued:
@@ -136,6 +146,22 @@ class ImpressionLog:
                 self.dropped += extra
         if self._thread is None or not self._thread.is_alive():
             self._start()
+        return shown.request_id
+
+    def _repeat(self, shown: Shown) -> str | None:
+        """The request id of this very list shown to this person within the window, else None
+        (and this showing is remembered)."""
+        key = (shown.user, shown.strategy, shown.experiment, shown.arm, tuple(int(i) for i in shown.item_ids))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._recent.get(key)
+            if hit is not None and now - hit[1] < REPEAT_SECONDS:
+                return hit[0]
+            if len(self._recent) >= 100_000:  # forget the oldest half; a repeat may then log again
+                for old in sorted(self._recent, key=lambda k: self._recent[k][1])[:50_000]:
+                    del self._recent[old]
+            self._recent[key] = (shown.request_id, now)
+        return None
 
     def flush(self) -> int:
         """Commit what is queued now, ``chunk`` rows per transaction; returns the rows written."""
@@ -169,6 +195,7 @@ class ImpressionLog:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._rows, self._lock, self._wake, self._thread = [], threading.Lock(), threading.Event(), None
+            self._recent = {}
 
     def _start(self) -> None:
         with self._lock:

@@ -8,7 +8,7 @@ often it is sent; the same key with a different payload is a conflict, never a s
 from __future__ import annotations
 
 import math
-import unicodedata
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +20,7 @@ from recsys import store
 from recsys.errors import Conflict, NotFound, RecsysError
 from recsys.events import EVENT_WEIGHTS
 from recsys.impressions import check_request_id
+from recsys.keys import item_key, user_key
 
 
 @dataclass(frozen=True)
@@ -47,36 +48,9 @@ class NewEvent:
     request_id: str | None = None
 
 
-#: Unicode categories never allowed in a user key: control, format (bidi overrides, zero-width
-#: characters), surrogates, private use, unassigned, line and paragraph separators.
-_FORBIDDEN_IN_USER_KEYS = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
-USER_KEY_LENGTH = store.LABEL_LENGTH
-
 #: The earliest time an event may carry, and how far ahead of the clock one may be.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
-
-
-def user_key(raw: object) -> str:
-    """The one rule for user keys, the same on every write and every read.
-
-    Unicode NFC, trimmed, 1 to 255 characters, and nothing invisible or direction-changing, so
-    two keys that look alike are alike. Any other character, "/" included, is kept as given.
-    """
-    if not isinstance(raw, str):
-        raise RecsysError("user key must be text")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in raw):
-        raise RecsysError("user key is not valid Unicode (a lone surrogate)")
-    key = unicodedata.normalize("NFC", raw).strip()
-    if not key:
-        raise RecsysError("empty user key")
-    if len(key) > USER_KEY_LENGTH:
-        raise RecsysError(f"user key longer than {USER_KEY_LENGTH} characters")
-    bad = next((c for c in key if unicodedata.category(c) in _FORBIDDEN_IN_USER_KEYS), None)
-    if bad is not None:
-        name = unicodedata.name(bad, f"U+{ord(bad):04X}")
-        raise RecsysError(f"user key contains an invisible or control character ({name})")
-    return key
 
 
 @dataclass
@@ -94,26 +68,27 @@ class RecordReport:
 
 
 def parse_time(value: str | float | datetime | None) -> datetime:
-    """ISO-8601 text or Unix seconds -> aware UTC datetime (naive input is taken as UTC)."""
+    """ISO-8601 text or Unix seconds (a number, or text of digits only) -> aware UTC datetime (naive
+    input is taken as UTC). Nothing looser: "1_000" or "1e9" are refused, not read as numbers."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return datetime.now(UTC)
     if isinstance(value, datetime):
         ts = value
+    elif isinstance(value, bool):
+        raise RecsysError(f"timestamp {value!r} is neither ISO-8601 nor Unix seconds")
+    elif isinstance(value, int | float) or (
+        isinstance(value, str) and re.fullmatch(r"\d{1,12}", value.strip())
+    ):
+        seconds = float(value)
+        if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:
+            raise RecsysError(f"timestamp {str(value).strip()!r} is out of range")
+        ts = datetime.fromtimestamp(seconds, UTC)
     else:
         text = str(value).strip()
         try:
-            seconds = float(text)
+            ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            seconds = None
-        if seconds is not None:
-            if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:
-                raise RecsysError(f"timestamp {text!r} is out of range")
-            ts = datetime.fromtimestamp(seconds, UTC)
-        else:
-            try:
-                ts = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                raise RecsysError(f"timestamp {text!r} is neither ISO-8601 nor Unix seconds") from None
+            raise RecsysError(f"timestamp {text!r} is neither ISO-8601 nor Unix seconds") from None
     try:
         ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
@@ -130,10 +105,7 @@ def validate(event: NewEvent, max_weight: float = 100.0) -> NewEvent:
     ``ts`` stays None when none was given (the write stamps it), so a re-sent event without a
     time still matches the one stored.
     """
-    user, item = user_key(str(event.user)), str(event.item).strip()
-    if not item:
-        raise RecsysError("empty item")
-    store.check_text(item, "item key", store.KEY_LENGTH)
+    user, item = user_key(str(event.user)), item_key(str(event.item))
     kind = str(event.event or "view").strip().lower()
     if kind not in EVENT_WEIGHTS:
         raise RecsysError(f"unknown event {kind!r}; use one of {', '.join(EVENT_WEIGHTS)}")

@@ -11,6 +11,7 @@ from sqlalchemy import desc, func, select
 
 from recsys import store
 from recsys.index import IndexStatus, ItemIndex
+from recsys.keys import item_key
 
 
 def health(workspace, model: str) -> dict:
@@ -65,7 +66,7 @@ def user_exists(workspace, key: str) -> bool:
 
 def item(workspace, key: str) -> store.Item | None:
     """The catalogue entry with this key, or None."""
-    store.check_text(key, "item key", store.KEY_LENGTH)
+    key = item_key(key)
     with workspace.session() as s:
         return s.scalar(select(store.Item).where(store.Item.key == key))
 

@@ -18,10 +18,11 @@ from datetime import datetime
 import numpy as np
 
 from recsys import store, strategies
-from recsys.errors import NotAnImage, NotFound, RecsysError, TooLarge
+from recsys.errors import NotFound, RecsysError
 from recsys.events import History, strongest_events
 from recsys.impressions import ImpressionLog, Shown, new_request_id
-from recsys.interactions import KnownIds, NewEvent, RecordReport, record, user_key
+from recsys.interactions import KnownIds, NewEvent, RecordReport, record
+from recsys.keys import item_key, user_key
 from recsys.serving import ranking
 from recsys.serving.items import Descriptions, check_labels, load_catalogue
 from recsys.serving.results import HistoryEntry, Recommendation, RecommendationList
@@ -134,15 +135,9 @@ class Recommender:
 
     def history(self, user: str, limit: int | None = None) -> list[HistoryEntry]:
         """The user's events, newest first."""
-        with self.workspace.session() as session:
-            events = store.user_history(session, user_key(user)) or []
-            events = events[::-1][:limit] if limit else events[::-1]
-            info = self.descriptions.get({e[0] for e in events}, session)
-        return [
-            HistoryEntry(i, info[i][0], ev, ts, info[i][1], info[i][2])
-            for i, ev, _, ts in events
-            if i in info
-        ]
+        with self.workspace.engine.connect() as conn:
+            events = store.user_history(conn, user_key(user), limit) or []
+        return self.descriptions.entries(events[::-1])
 
     # -- recommendations -------------------------------------------------------------------------
 
@@ -157,7 +152,7 @@ class Recommender:
         """
         user = user_key(user)
         with self.workspace.engine.connect() as conn:
-            events = store.user_history(conn, user)
+            events = store.user_history(conn, user, limit=self.workspace.settings.history_limit)
         if events is None and require_user:
             raise NotFound(f"unknown user {user!r}")
         result = self.recommend_for_history(events or [], k, user=user, log_impressions=True, **options)
@@ -224,17 +219,26 @@ class Recommender:
         if log_impressions and self.impressions is not None and result.items:
             shown_by = "popular" if result.cold_start else result.strategy
             ids = [r.item_id for r in result.items]
-            self.impressions.log(
-                Shown(result.request_id, user, ids, shown_by, result.experiment, choice.arm, store.utcnow())
+            shown = Shown(
+                result.request_id, user, ids, shown_by, result.experiment, choice.arm, store.utcnow()
             )
+            result.request_id = self.impressions.log(shown)  # a repeat keeps the first showing's id
         return result
 
     def rank(
         self, served: Strategy, histories: Sequence[History], users: Sequence[str | None], k: int, **options
     ) -> list[ranking.Ranked]:
         """``serving.ranking.rank`` over this workspace's catalogue and image space."""
+        limit = self.workspace.settings.history_limit
         return ranking.rank(
-            served, histories, users, k, catalogue=self.catalogue(), image_space=self.space, **options
+            served,
+            histories,
+            users,
+            k,
+            catalogue=self.catalogue(),
+            image_space=self.space,
+            history_limit=limit,
+            **options,
         )
 
     def popular(self, k: int = 10) -> list[Recommendation]:
@@ -246,12 +250,15 @@ class Recommender:
 
     def item_vector(self, key: str) -> tuple[int, np.ndarray]:
         space = self.vectors.require()
-        store.check_text(key, "item key", store.KEY_LENGTH)
+        key = item_key(key)
         with self.workspace.session() as session:
             item_id = store.item_ids(session, [key]).get(key)
         if item_id is None:
             raise NotFound(f"unknown item key {key!r}")
         rows = space.rows([item_id])
+        if len(rows) == 0 and self.vectors.refresh():  # embedded since the vectors were loaded?
+            space = self.vectors.require()
+            rows = space.rows([item_id])
         if len(rows) == 0:
             raise RecsysError(f"item {key!r} has no {self.model} embedding yet: run `recsys embed`")
         return item_id, space.matrix[rows[0]]
@@ -281,12 +288,8 @@ class Recommender:
 
         ``max_pixels``: refuse larger pictures (default: the ingest limit; the web uses a lower one).
         """
-        from recsys.catalog import BadImage, prepare_image
+        from recsys.catalog import prepare_query
 
         settings = self.workspace.settings
-        try:
-            jpeg = prepare_image(data, settings.max_side, max_pixels or settings.max_pixels)
-        except BadImage as exc:
-            error = TooLarge if exc.too_large else RecsysError if exc.decodable else NotAnImage
-            raise error(str(exc)) from None
+        jpeg = prepare_query(data, settings.max_side, max_pixels or settings.max_pixels)
         return self.similar(self.workspace.embedder(self.model).embed_bytes(jpeg), k)

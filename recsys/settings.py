@@ -31,6 +31,8 @@ class Settings:
         index_factory: faiss index_factory string for `recsys index`, or "auto".
         index_memory_gb: Memory budget that "auto" keeps the index within.
         half_life_days: Recency half-life of events in profiles; None weighs all alike.
+        history_limit: A recommendation reads only a user's latest this many events (profile,
+            exclusions, explanations), so its cost is bounded however long the history grows.
         mmr_lambda: Relevance share in maximal-marginal-relevance diversification (0..1).
         spark_master: Spark master URL for `recsys embed --engine spark`.
         max_weight: Largest weight an event may carry; larger (or non-finite) weights are refused,
@@ -41,10 +43,14 @@ class Settings:
         cookie_secure: Mark the session cookie Secure (set it when the site is served over HTTPS).
         limit_api_writes: Rate limit on API writes, per token (Flask-Limiter syntax).
         limit_page_writes: Rate limit on clicks recorded from the page, per client address.
+        limit_page_reads: Rate limit on page views (each one serves and logs a list), per client
+            address.
         limit_uploads: Rate limit on visual searches, per token or client address.
         limit_new_visitors: Rate limit on new page visitors, per client address.
         limit_admin_logins: Rate limit on admin sign-in attempts, per client address.
-        limit_storage: Where rate-limit counters live: memory:// (per process) or e.g. redis://host.
+        limit_storage: Where rate-limit counters live: "local" (a file in the workspace that every
+            server process of this machine shares), redis://host (several machines), or memory://
+            (each process its own: limits then multiply by the number of processes).
         trusted_proxies: Reverse proxies in front of the server whose X-Forwarded-* headers are
             believed (0: none; the client address is the socket's).
         ease_memory_gb: Memory EASE may use for its items x items matrices; above, it refuses.
@@ -67,6 +73,7 @@ class Settings:
     index_factory: str = "auto"
     index_memory_gb: float = 4.0
     half_life_days: float | None = None
+    history_limit: int = 500
     mmr_lambda: float = 0.7
     spark_master: str = "local[*]"
     max_weight: float = 100.0
@@ -75,10 +82,11 @@ class Settings:
     cookie_secure: bool = False
     limit_api_writes: str = "300 per second"
     limit_page_writes: str = "60 per minute"
+    limit_page_reads: str = "300 per minute"
     limit_uploads: str = "30 per minute"
     limit_new_visitors: str = "20 per hour"
     limit_admin_logins: str = "10 per minute"
-    limit_storage: str = "memory://"
+    limit_storage: str = "local"
     trusted_proxies: int = 0
     allowed_hosts: str = ""
     ease_memory_gb: float = 8.0

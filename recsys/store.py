@@ -134,6 +134,7 @@ class ApiToken(Base):
     scope: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    signed_out_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # admin sessions
 
 
 class Evaluation(Base):
@@ -461,8 +462,8 @@ class WriteGate:
             if self.path is None:
                 yield
                 return
-            if self._file is None:
-                self._file = open(self.path, "a+b")  # noqa: SIM115 - held for the process's life
+            if self._file is None:  # held for the process's life; 0600, as the database
+                self._file = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -524,22 +525,31 @@ class BulkInsert:
 
 
 @functools.cache
-def _history_query():
-    """Built once: composing a statement costs more Python than running it (the hot path)."""
-    return (
+def _history_query(latest: bool):
+    """Built once: composing a statement costs more Python than running it (the hot path).
+
+    ``latest``: newest first, to be cut at ``:limit`` rows (the index on user and time reads just
+    those, however long the history)."""
+    query = (
         select(User.id, Interaction.item_id, Interaction.event, Interaction.weight, Interaction.ts)
         .join(Interaction, Interaction.user_id == User.id, isouter=True)
         .where(User.key == bindparam("user"))
-        .order_by(Interaction.ts, Interaction.id)
     )
+    if latest:
+        return query.order_by(Interaction.ts.desc(), Interaction.id.desc()).limit(bindparam("limit"))
+    return query.order_by(Interaction.ts, Interaction.id)
 
 
 def user_history(
-    session: Session | Connection, user_key: str
+    session: Session | Connection, user_key: str, limit: int | None = None
 ) -> list[tuple[int, str, float | None, datetime]] | None:
-    """(item id, event, weight, ts) of a user's events, oldest first; None for an unknown user."""
+    """(item id, event, weight, ts) of a user's events, oldest first (with ``limit``, the latest
+    ``limit`` of them); None for an unknown user."""
     conn = session if isinstance(session, Connection) else session.connection()
-    rows = conn.execute(_history_query(), {"user": user_key}).all()
+    if limit is None:
+        rows = conn.execute(_history_query(False), {"user": user_key}).all()
+    else:
+        rows = conn.execute(_history_query(True), {"user": user_key, "limit": limit}).all()[::-1]
     if not rows:
         return None
     return [(r[1], r[2], r[3], as_utc(r[4])) for r in rows if r[1] is not None]

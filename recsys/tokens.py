@@ -33,6 +33,8 @@ class Token:
     scope: str
     created_at: datetime
     revoked_at: datetime | None = None
+    id: int = 0  # which token this is: a new token may take a revoked one's name
+    signed_out_at: datetime | None = None  # admin sessions signed in before this are over
 
     def allows(self, scope: str) -> bool:
         """Scopes are ordered: write includes read, admin includes both."""
@@ -90,9 +92,9 @@ def verify(workspace, token: str) -> Token | None:
 @functools.cache
 def _by_hash():
     table = store.ApiToken
-    return select(table.name, table.scope, table.created_at, table.revoked_at).where(
-        table.token_hash == bindparam("hash")
-    )
+    return select(
+        table.name, table.scope, table.created_at, table.revoked_at, table.id, table.signed_out_at
+    ).where(table.token_hash == bindparam("hash"))
 
 
 def list_tokens(workspace, *, include_revoked: bool = False) -> list[Token]:
@@ -103,12 +105,24 @@ def list_tokens(workspace, *, include_revoked: bool = False) -> list[Token]:
         return [_public(row) for row in session.scalars(query)]
 
 
-def live(workspace, name: str) -> Token | None:
-    """The live (not revoked) token called ``name``, if any: a signed-in admin page re-checks it."""
-    query = select(store.ApiToken).where(store.ApiToken.name == name, store.ApiToken.revoked_at.is_(None))
+def live(workspace, token_id: int) -> Token | None:
+    """The token with this id if it is live (not revoked): a signed-in admin page re-checks it."""
+    query = select(store.ApiToken).where(store.ApiToken.id == token_id, store.ApiToken.revoked_at.is_(None))
     with workspace.session() as session:
         row = session.scalar(query)
         return _public(row) if row is not None else None
+
+
+def sign_out(workspace, token_id: int) -> None:
+    """End every admin browser session signed in with this token until now (a replayed cookie too)."""
+
+    def write() -> None:
+        with workspace.session() as session, session.begin():
+            row = session.get(store.ApiToken, token_id)
+            if row is not None:
+                row.signed_out_at = store.utcnow()
+
+    store.retry_on_busy(write)
 
 
 def revoke(workspace, name: str) -> None:
@@ -132,4 +146,6 @@ def _public(row) -> Token:
         row.scope,
         store.as_utc(row.created_at),
         store.as_utc(row.revoked_at) if row.revoked_at else None,
+        row.id,
+        store.as_utc(row.signed_out_at) if row.signed_out_at else None,
     )

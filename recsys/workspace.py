@@ -5,6 +5,7 @@ Opening one migrates its database, so every command works on a fresh folder.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -12,6 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from recsys import store
 from recsys.errors import RecsysError
 from recsys.settings import Settings
+
+
+def private(folder: Path) -> None:
+    """Make ``folder`` (mode 0700), or take group and other access off one of ours made earlier."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid == os.getuid() and info.st_mode & 0o077:
+        folder.chmod(0o700)
 
 
 class Workspace:
@@ -25,10 +34,13 @@ class Workspace:
     def __init__(self, settings: Settings | None = None, *, migrate: bool = True) -> None:
         self.settings = settings or Settings.from_env()
         self.home = Path(self.settings.home)
-        if not self.home.exists():  # private by default: it holds the database and the web secret
+        if not self.home.exists():  # private: it holds the database, the pictures and the web secret
             missing = [p for p in (self.home, *self.home.parents) if not p.exists()]
             for folder in reversed(missing):  # parents made here too: none world-writable
                 folder.mkdir(mode=0o700, exist_ok=True)
+        settings = self.settings
+        for folder in (self.home, settings.images_dir, settings.index_dir, settings.models_dir):
+            private(folder)
         self.engine = store.open_engine(self.settings.database_url)
         if migrate:
             store.migrate(self.engine)

@@ -28,6 +28,9 @@ from web.uploads import MAX_UPLOAD_BYTES
 
 __all__ = ["MAX_UPLOAD_BYTES", "create_app"]
 
+#: The most a form's text field may hold (a CSRF token and an item key need far less).
+FORM_FIELD_BYTES = 128 * 1024
+
 
 def _secret_key(settings: Settings) -> str:
     """Signed-cookie key: RECSYS_SECRET_KEY, else one kept (mode 0600) in the workspace."""
@@ -62,7 +65,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.update(
         SECRET_KEY=_secret_key(settings),
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
-        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        # Text fields stay small. Werkzeug also counts against this limit the bytes its multipart
+        # decoder holds (a 64 KiB read and the tail that may start a boundary), file parts
+        # included: at 64 KiB, pictures over one read were refused (413). So: a read and then some.
+        MAX_FORM_MEMORY_SIZE=FORM_FIELD_BYTES,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.cookie_secure,

@@ -20,22 +20,38 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 #: Seconds a signed-in admin's token is trusted before it is looked up again (revocation delay).
 SESSION_RECHECK_SECONDS = 5.0
+#: Seconds an admin sign-in lasts, whatever the cookie's own lifetime (a visitor's is a year).
+ADMIN_SESSION_SECONDS = 8 * 3600
 
 
 def _session_admin() -> str | None:
-    name = session.get("admin")
-    if not isinstance(name, str):
-        return None
-    cache = services().token_cache
-    hit = cache.get(("admin-session", name))
-    if hit is not None and hit[1] > time.monotonic():
-        return name
-    token = tokens.live(services().workspace, name)
-    if token is None or not token.allows("admin"):
+    """The name of the token this browser signed in with, while that sign-in holds: the same token
+    (by identity: a new token may take a revoked one's name), live, still admin, not signed out
+    since, and signed in less than ``ADMIN_SESSION_SECONDS`` ago."""
+    signed = session.get("admin")
+    if not isinstance(signed, dict) or not isinstance(signed.get("token"), int):
         session.pop("admin", None)
         return None
-    cache[("admin-session", name)] = (token, time.monotonic() + SESSION_RECHECK_SECONDS)
-    return name
+    since = signed.get("since", 0)
+    if not isinstance(since, int | float) or not 0 <= time.time() - since < ADMIN_SESSION_SECONDS:
+        session.pop("admin", None)
+        return None
+    cache = services().token_cache
+    key = ("admin-session", signed["token"])
+    hit = cache.get(key)
+    token = (
+        hit[0]
+        if hit is not None and hit[1] > time.monotonic()
+        else tokens.live(services().workspace, signed["token"])
+    )
+    signed_out = (
+        token is not None and token.signed_out_at is not None and token.signed_out_at.timestamp() >= since
+    )
+    if token is None or not token.allows("admin") or signed_out:
+        session.pop("admin", None)
+        return None
+    cache[key] = (token, time.monotonic() + SESSION_RECHECK_SECONDS)
+    return token.name
 
 
 @bp.before_request
@@ -73,13 +89,17 @@ def login():
     token = verified_token(request.form.get("token", "").strip())
     if token is None or not token.allows("admin"):
         return render_template("admin_login.html", message="that is not a live admin token"), 403
-    session["admin"] = token.name
+    session["admin"] = {"token": token.id, "since": time.time()}
     return redirect(url_for("admin.dashboard"))
 
 
 @bp.post("/logout")
 def logout():
-    session.pop("admin", None)
+    """Sign out: this browser, and any copy of its cookie (every sign-in of this token until now)."""
+    signed = session.pop("admin", None)
+    if isinstance(signed, dict) and isinstance(signed.get("token"), int):
+        tokens.sign_out(services().workspace, signed["token"])
+        services().token_cache.pop(("admin-session", signed["token"]), None)
     return redirect(url_for("pages.home"))
 
 

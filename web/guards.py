@@ -2,8 +2,8 @@
 
 CSRF tokens come from Flask-WTF and rate limits from Flask-Limiter; this module only says where
 they apply. Every limit is a setting (``RECSYS_LIMIT_*``), counted per token for the API and per
-client address for the page; counters live in ``RECSYS_LIMIT_STORAGE`` (memory by default, one
-counter per process; a redis:// URL shares them between processes and servers).
+client address for the page; counters live in ``RECSYS_LIMIT_STORAGE`` ("local" by default: a file
+every process of this machine shares, ``web.counters``; a redis:// URL shares them between servers).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from werkzeug.exceptions import ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from recsys.settings import Settings
+from web import counters
 from web.errors import error_response, http_headers
 from web.identity import visitor
 
@@ -68,6 +69,10 @@ LIMITS = {
         ("limit_new_visitors", client_address, lambda: visitor() is not None),  # the first click
     ],
     "pages.start": [("limit_new_visitors", client_address, None)],
+    "pages.home": [("limit_page_reads", client_address, None)],
+    "pages.you": [("limit_page_reads", client_address, None)],
+    "pages.user_page": [("limit_page_reads", client_address, None)],
+    "pages.item_page": [("limit_page_reads", client_address, None)],
     "admin.login": [("limit_admin_logins", client_address, lambda: request.method != "POST")],
 }
 
@@ -81,7 +86,7 @@ def apply_limits(app: Flask, settings: Settings) -> Limiter:
     limiter = Limiter(
         client_address,
         app=app,
-        storage_uri=settings.limit_storage,
+        storage_uri=counters.storage_uri(settings.limit_storage, settings.home),
         strategy="sliding-window-counter",  # O(1) per hit; a moving window scans its entries
         key_prefix="recsys",
         # A counter that cannot be updated must not fail the request it counts (the in-memory
@@ -141,7 +146,7 @@ def _no_constants(name: str):
 
 def json_object() -> dict:
     """The request body as a JSON object, bounded in size and depth; NaN/Infinity are refused."""
-    if not request.is_json:
+    if request.mimetype != "application/json":  # exactly what the document says, not any "+json"
         abort(415, description="send Content-Type: application/json with a JSON object")
     if (request.content_length or 0) > MAX_JSON_BYTES:
         abort(413, description=f"JSON bodies are limited to {MAX_JSON_BYTES // 1024} KB")
@@ -191,7 +196,29 @@ class DecodeSlots:
 # -- wiring --------------------------------------------------------------------------------
 
 
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1"]
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port, lower case: "[::1]:8000" -> "[::1]"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def answered_hosts(hosts: list[str]):
+    """A ``before_request`` refusing (400) a Host header this server does not answer to.
+
+    Not Flask's TRUSTED_HOSTS: Werkzeug cuts each trusted name at its first ":", so an IPv6 address
+    (demo mode on ::1) could never be trusted and every request was refused."""
+    allowed = {host_name(f"[{h.strip('[]')}]" if ":" in h else h) for h in hosts}
+
+    def check():
+        if host_name(request.host) not in allowed:
+            abort(400, description="this server does not answer to that host name")
+
+    return check
 
 
 def init_app(app: Flask, settings: Settings, *, demo: bool = False) -> None:
@@ -201,7 +228,7 @@ def init_app(app: Flask, settings: Settings, *, demo: bool = False) -> None:
     # read everyone's pages from a visitor's browser; elsewhere RECSYS_ALLOWED_HOSTS (any if unset).
     hosts = LOOPBACK_HOSTS if demo else [h.strip() for h in settings.allowed_hosts.split(",") if h.strip()]
     if hosts:
-        app.config["TRUSTED_HOSTS"] = hosts
+        app.before_request(answered_hosts(hosts))
     app.url_map.merge_slashes = False  # no redirect that builds a URL from the Host header
     if settings.trusted_proxies:
         n = settings.trusted_proxies

@@ -9,11 +9,16 @@ from __future__ import annotations
 import functools
 
 from recsys.events import EVENT_WEIGHTS
-from recsys.interactions import USER_KEY_LENGTH
+from recsys.keys import USER_KEY_LENGTH
 from recsys.recommend import STRATEGIES
 from recsys.store import KEY_LENGTH
 from recsys.strategies import REGISTRY
 from web.params import MAX_K
+
+UPLOAD_DESCRIPTION = (
+    "a JPEG, PNG, WebP, GIF, BMP or TIFF picture, up to 8 MB and 16 megapixels; its type is read "
+    "from its bytes, whatever the part declares"
+)
 
 
 def _error(description: str) -> dict:
@@ -253,7 +258,13 @@ def document() -> dict:
                                 "schema": {
                                     "type": "object",
                                     "required": ["image"],
-                                    "properties": {"image": {"type": "string", "format": "binary"}},
+                                    "properties": {
+                                        "image": {
+                                            "type": "string",
+                                            "format": "binary",
+                                            "description": UPLOAD_DESCRIPTION,
+                                        }
+                                    },
                                 }
                             }
                         },
@@ -263,7 +274,7 @@ def document() -> dict:
                         "400": _error("no picture, or a bad k"),
                         **AUTH_ERRORS,
                         "413": _error("more than 8 MB, or more pixels than the upload limit"),
-                        "415": _error("not an image"),
+                        "415": _error("not a JPEG, PNG, WebP, GIF, BMP or TIFF picture"),
                         "429": _error("rate limit"),
                         "503": _error("too many pictures being decoded; Retry-After"),
                     },

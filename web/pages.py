@@ -10,7 +10,7 @@ from flask import Blueprint, abort, redirect, render_template, request, send_fil
 
 from recsys import demo, queries
 from recsys.errors import NotFound
-from recsys.interactions import user_key
+from recsys.keys import user_key
 from recsys.serving import results
 from web import guards, params
 from web.identity import demo_only, new_visitor, visitor, visitor_or_new

@@ -108,6 +108,12 @@ LOGGING = {
 }
 
 
+def address(host: str) -> str:
+    """A host as it stands before ":port" in a bind address or URL: an IPv6 address in brackets."""
+    host = host.strip("[]")
+    return f"[{host}]" if ":" in host else host
+
+
 def check_port(host: str, port: int) -> None:
     """A one-line error, before anything is loaded, when ``host:port`` cannot be listened on."""
     import socket
@@ -150,8 +156,9 @@ def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = Fal
     space = services.recommender.space()
     index = space.index.meta.factory if space.index is not None else "exact (in memory)"
     mode = "; DEMO mode: everyone's pages are public" if demo else ""
+    url = f"http://{address(host)}:{port}/"
     echo(
-        f"serving recsys on http://{host}:{port}/ with {chosen.server}, {chosen.workers} process(es) x "
+        f"serving recsys on {url} with {chosen.server}, {chosen.workers} process(es) x "
         f"{chosen.threads} threads ({chosen.why}); index {index} over {len(space.ids):,} items "
         f"({services.settings.index_factory}); loaded and warmed in {time.perf_counter() - started:.1f} s, "
         f"shared by the workers{mode}  (Ctrl+C stops)"
@@ -182,7 +189,7 @@ def run(settings: Settings, host: str, port: int, chosen: Plan, demo: bool = Fal
 def gunicorn_options(host: str, port: int, chosen: Plan) -> dict:
     """gunicorn's settings for this plan (bench/web_floor.py serves its bare app with them too)."""
     return {
-        "bind": f"{host}:{port}",
+        "bind": f"{address(host)}:{port}",
         "workers": chosen.workers,
         "threads": chosen.threads,
         "worker_class": "gthread",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from dataclasses import dataclass, field
 
 from flask import current_app
+from PIL import Image
 
 from recsys import store
 from recsys.events import Event
@@ -51,6 +54,23 @@ class Services:
             r.recommend_for_history(history, 10, strategy="average")
             if models:
                 r.recommend_for_history(history, 10, strategy="auto")
+        if models:
+            self._warm_uploads()
+
+    def _warm_uploads(self) -> None:
+        """Load the embedding model and run it once, before the first request: the first upload
+        would otherwise wait seconds for it (7 s on 2 cores). Not in a thread beside requests:
+        TensorFlow's import points the process's stderr at /dev/null for a few seconds (its start-up
+        noise), and request log lines written meanwhile were lost."""
+        from recsys.catalog import prepare_image
+
+        picture = io.BytesIO()
+        Image.new("RGB", (32, 32), (200, 120, 40)).save(picture, "JPEG")
+        try:
+            jpeg = prepare_image(picture.getvalue(), self.settings.max_side)
+            self.workspace.embedder(self.recommender.model).embed_bytes(jpeg)
+        except Exception as exc:  # noqa: BLE001 - the first upload will load it, and say what is wrong
+            logging.getLogger("recsys").warning("the embedding model did not load ahead of uploads: %s", exc)
 
 
 def services() -> Services:

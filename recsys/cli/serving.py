@@ -171,6 +171,7 @@ def _serve(
 ) -> None:
     from web import server
 
+    host = host.strip("[]")  # ::1 and [::1] alike; the server puts the brackets where they go
     for flag, on in (("--demo", demo), ("--debug", debug)):
         if on and not _is_loopback(host):
             raise RecsysError(f"{flag} serves on loopback only (127.0.0.1, ::1), not on {host!r}")

@@ -7,6 +7,7 @@ Every caller (the embed job, ``similar --image``, the web upload) decodes and re
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,24 +98,28 @@ class Embedder:
 
 
 _cache: dict[tuple[str, str], Embedder] = {}
+_loading = threading.Lock()
 
 
 def load_embedder(name: str, cache_dir: Path) -> Embedder:
-    """The named embedder, loaded once per process: a built-in one, or one that `recsys finetune`
-    registered in the workspace (``cache_dir`` is the workspace's models folder)."""
+    """The named embedder, loaded once per process however many threads ask at once: a built-in
+    one, or one that `recsys finetune` registered in the workspace (``cache_dir`` is the workspace's
+    models folder)."""
     key = (name, str(Path(cache_dir).resolve()))
-    if key not in _cache:
-        import recsys  # noqa: F401 - ensures the legacy-Keras switch precedes TensorFlow
+    with _loading:
+        if key not in _cache:
+            _cache[key] = Embedder(name, _model(name, Path(cache_dir)))
+        return _cache[key]
 
-        finetuned = registry.embedders(Path(cache_dir))
-        if name in MODELS:
-            model = MODELS[name](Path(cache_dir))
-        elif name in finetuned:
-            from recsys.embedders.memory import load_finetuned
 
-            model = load_finetuned(registry.embedder_path(Path(cache_dir), name), finetuned[name])
-        else:
-            known = [*MODELS, *finetuned]
-            raise RecsysError(f"unknown model {name!r}; choose one of: {', '.join(known)}")
-        _cache[key] = Embedder(name, model)
-    return _cache[key]
+def _model(name: str, cache_dir: Path):
+    import recsys  # noqa: F401 - ensures the legacy-Keras switch precedes TensorFlow
+
+    finetuned = registry.embedders(cache_dir)
+    if name in MODELS:
+        return MODELS[name](cache_dir)
+    if name in finetuned:
+        from recsys.embedders.memory import load_finetuned
+
+        return load_finetuned(registry.embedder_path(cache_dir, name), finetuned[name])
+    raise RecsysError(f"unknown model {name!r}; choose one of: {', '.join([*MODELS, *finetuned])}")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from recsys import store
 from recsys.errors import NotFound
-from recsys.serving.results import Recommendation, readable_title
+from recsys.serving.results import HistoryEntry, Recommendation, readable_title
 from recsys.strategies import Catalogue
 
 Info = tuple[str, str | None, str | None]  # (key, label, title)
@@ -82,6 +82,15 @@ class Descriptions:
                 )
             )
             self._info.update({r[0]: (r[1], r[2], r[3]) for r in rows})
+
+    def entries(self, events) -> list[HistoryEntry]:
+        """History events (item id, event, weight, ts) as entries to show, in the order given."""
+        info = self.get({e[0] for e in events})
+        return [
+            HistoryEntry(i, info[i][0], ev, ts, info[i][1], info[i][2])
+            for i, ev, _, ts in events
+            if i in info
+        ]
 
     def describe(
         self,

@@ -34,6 +34,7 @@ def rank(
     lam: float = 0.7,
     candidates: np.ndarray | None = None,
     explain_hits: bool = True,
+    history_limit: int | None = None,
 ) -> list[Ranked]:
     """Per history: its top-``k`` unseen (item id, score), best first, and explanations (result id ->
     history item id), or (None, {}) when the strategy cannot score it.
@@ -50,7 +51,11 @@ def rank(
         lam: See ``diversify``.
         candidates: Rank only these ids (the cold-item split's new items).
         explain_hits: Find each item's "because you viewed" (the evaluation skips it).
+        history_limit: Read only each history's latest this many events, for everything above:
+            a list then costs the same however long a history grows.
     """
+    if history_limit is not None:
+        histories = [h[-history_limit:] if len(h) > history_limit else h for h in histories]
     scores = served.score(histories, users)
     fetch = max(k * 5, 50) if diversify else k
     out: list[Ranked] = []

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from recsys import store
 from recsys.errors import RecsysError
 from recsys.index import ItemIndex
 from recsys.space import VectorSpace, center_and_normalise
+
+#: Seconds the loaded vectors are trusted before the store is asked whether it holds others.
+RECHECK_SECONDS = 30.0
 
 
 class Vectors:
@@ -34,6 +38,7 @@ class Vectors:
         self.notice = notice or (lambda _: None)
         self._space: VectorSpace | None = None
         self._loading = threading.Lock()
+        self._checked = 0.0
 
     @property
     def loaded(self) -> bool:
@@ -41,12 +46,29 @@ class Vectors:
 
     def space(self) -> VectorSpace:
         """The model's vectors (loaded once; concurrent first callers wait for one load) with an
-        up-to-date index attached."""
-        if self._space is None:
-            with self._loading:
-                if self._space is None:
-                    self._space = self._load(self.use_index)
+        up-to-date index attached; looked at again every ``RECHECK_SECONDS`` (``refresh``)."""
+        if self._space is None or time.monotonic() > self._checked + RECHECK_SECONDS:
+            self.refresh(stale_only=True)
         return self._space
+
+    def refresh(self, *, stale_only: bool = False) -> bool:
+        """Load the vectors again if the store holds another number of them (items embedded, or
+        removed, since they were loaded: a running server then serves them); True if it did.
+        ``stale_only``: unless another thread looked within ``RECHECK_SECONDS``."""
+        with self._loading:
+            if stale_only and self._space is not None and time.monotonic() <= self._checked + RECHECK_SECONDS:
+                return False
+            if self._space is not None and self._stored() == len(self._space.ids):
+                self._checked = time.monotonic()
+                return False
+            self._space = self._load(self.use_index)
+            self._checked = time.monotonic()
+            return True
+
+    def _stored(self) -> int:
+        e = store.Embedding
+        with self.workspace.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(e).where(e.model == self.model)).scalar_one()
 
     def require(self) -> VectorSpace:
         """``space()``, or a one-line error when the model has no vectors yet."""

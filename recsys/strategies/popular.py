@@ -1,4 +1,9 @@
-"""Most popular: items by total event weight, newest first among equals. The cold-start list too."""
+"""Most popular: how many people picked each item, newest first among equals. The cold-start list too.
+
+An item's popularity is the sum over people of what each of them did with it, each person's part
+capped at one purchase (``PERSON_CAP``): sixty likes from one visitor count as one keen person, so
+no one can buy a place on the list.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from recsys.events import History
+from recsys.events import EVENT_WEIGHTS, History
 from recsys.strategies.base import Dense, Strategy, interaction_matrix
 
 #: Seconds a served popularity count is reused: a GROUP BY over every event is too dear per request.
 TTL_SECONDS = 30.0
 #: Newness is worth less than the smallest difference in weight (weights are multiples of 0.5).
 _TIE_BREAK = 1e-3
+#: The most one person's events on one item add to its popularity: one purchase's worth.
+PERSON_CAP = max(EVENT_WEIGHTS.values())
 
 
 class Popular(Strategy):
@@ -26,6 +33,7 @@ class Popular(Strategy):
 
     def fit(self, train: Mapping[str, History]) -> Popular:
         matrix, _ = interaction_matrix(train, self.context.catalogue, self.context.max_weight)
+        matrix.data = np.minimum(matrix.data, PERSON_CAP)  # one person, one capped part
         self._set(np.asarray(matrix.sum(axis=0)).ravel())
         return self
 
@@ -34,15 +42,18 @@ class Popular(Strategy):
         from sqlalchemy import case, func, select
 
         from recsys import store
-        from recsys.events import EVENT_WEIGHTS
 
         max_weight = self.context.max_weight
         own = store.Interaction.weight
         clipped = case((own > max_weight, max_weight), (own < 0, 0.0), else_=own)
         by_type = case(*((store.Interaction.event == n, w) for n, w in EVENT_WEIGHTS.items()), else_=1.0)
-        query = select(store.Interaction.item_id, func.sum(func.coalesce(clipped, by_type))).group_by(
-            store.Interaction.item_id
+        per_person = (
+            select(store.Interaction.item_id, func.sum(func.coalesce(clipped, by_type)).label("part"))
+            .group_by(store.Interaction.item_id, store.Interaction.user_id)
+            .subquery()
         )
+        capped = case((per_person.c.part > PERSON_CAP, PERSON_CAP), else_=per_person.c.part)
+        query = select(per_person.c.item_id, func.sum(capped)).group_by(per_person.c.item_id)
         with self.context.workspace.engine.connect() as conn:
             rows = conn.execute(query).all()
         counts = np.zeros(len(self.context.catalogue))
