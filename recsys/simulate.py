@@ -221,7 +221,8 @@ def simulate_online(recommender, config: OnlineConfig, *, progress: bool = True)
     row_of = {item_id: n for n, (item_id, _, _) in enumerate(items)}
     rows_of = {lab: np.array([n for n, (_, _, la) in enumerate(items) if la == lab]) for lab in labels}
     rng = np.random.default_rng(config.seed)
-    lists = shown = clicks = 0
+    lists = clicks = 0
+    shown: set[tuple[str, int]] = set()  # impressions as the experiment report counts them: (person, item)
     arms: dict[str, int] = {}
     for u in tqdm(range(config.users), desc="online", unit="user", disable=not progress):
         user = f"online-{config.seed}-{u:05d}"
@@ -230,7 +231,7 @@ def simulate_online(recommender, config: OnlineConfig, *, progress: bool = True)
         for session_n in range(config.sessions):
             result = recommender.recommend(user, config.k)
             lists += 1
-            shown += len(result.items)
+            shown.update((user, item.item_id) for item in result.items)
             if result.arm is not None and session_n == 0:
                 arms[result.arm] = arms.get(result.arm, 0) + 1
             for position, item in enumerate(result.items):
@@ -242,9 +243,9 @@ def simulate_online(recommender, config: OnlineConfig, *, progress: bool = True)
     return {
         "users": config.users,
         "lists": lists,
-        "impressions": shown,
+        "impressions": len(shown),
         "clicks": clicks,
-        "ctr": clicks / shown if shown else None,
+        "ctr": clicks / len(shown) if shown else None,
         "experiment": experiment.name if experiment is not None else None,
         "users_per_arm": arms,
         "visual_tastes": vectors is not None,

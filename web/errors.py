@@ -70,5 +70,6 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def crash(exc: Exception):  # logged once with its path; the visitor sees no internals
-        app.logger.error("500 on %s %s", request.method, repr(request.full_path)[1:-1], exc_info=exc)
+        # the path without its query: a token put in a URL must not end up in the log
+        app.logger.error("500 on %s %s", request.method, repr(request.path)[1:-1], exc_info=exc)
         return error_response(500, "unexpected error")
