@@ -23,6 +23,9 @@ from sqlalchemy import delete
 from recsys import store
 from recsys.errors import RecsysError
 
+#: Positions of a list logged as shown: a page shows 12; a client asking for 100 shows a first page,
+#: and one read then writes at most this many rows.
+SHOWN_POSITIONS = 20
 #: Seconds within which the same list shown to the same person again is the same impression.
 REPEAT_SECONDS = 600.0
 #: What a request id looks like (``new_request_id`` makes 32 hex digits; callers may send their own).
@@ -69,6 +72,7 @@ class Shown:
     at: datetime
 
     def rows(self) -> list[dict]:
+        """One row per item shown, the first ``SHOWN_POSITIONS`` of the list."""
         return [
             {
                 "request_id": self.request_id,
@@ -80,7 +84,7 @@ class Shown:
                 "arm": self.arm,
                 "shown_at": self.at,
             }
-            for position, item_id in enumerate(self.item_ids, 1)
+            for position, item_id in enumerate(self.item_ids[:SHOWN_POSITIONS], 1)
         ]
 
 

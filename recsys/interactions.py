@@ -37,6 +37,8 @@ class NewEvent:
             not stored again.
         request_id: The served list the event came from (a click on a recommendation), so it is
             attributed to that impression.
+        origin: Where a user made on first sight comes from (a page visitor's network, hashed):
+            popularity counts the people of one origin as one.
     """
 
     user: str
@@ -46,6 +48,7 @@ class NewEvent:
     weight: float | None = None
     event_key: str | None = None
     request_id: str | None = None
+    origin: str | None = None
 
 
 #: The earliest time an event may carry, and how far ahead of the clock one may be.
@@ -77,7 +80,7 @@ def parse_time(value: str | float | datetime | None) -> datetime:
     elif isinstance(value, bool):
         raise RecsysError(f"timestamp {value!r} is neither ISO-8601 nor Unix seconds")
     elif isinstance(value, int | float) or (
-        isinstance(value, str) and re.fullmatch(r"\d{1,12}", value.strip())
+        isinstance(value, str) and re.fullmatch(r"[0-9]{1,12}", value.strip())
     ):
         seconds = float(value)
         if not math.isfinite(seconds) or not 0 <= seconds < 32503680000:
@@ -117,6 +120,8 @@ def validate(event: NewEvent, max_weight: float = 100.0) -> NewEvent:
             raise RecsysError(f"weight {event.weight!r} is not a number") from None
         if not math.isfinite(weight) or not 0 <= weight <= max_weight:
             raise RecsysError(f"weight {event.weight!r} must be a number from 0 to {max_weight:g}")
+        if weight == EVENT_WEIGHTS[kind]:  # its kind's own weight: the same as none (and stored so)
+            weight = None
     key = event.event_key
     if key is not None and (not str(key).strip() or len(str(key)) > 128):
         raise RecsysError("event_key must be 1 to 128 characters")
@@ -124,7 +129,8 @@ def validate(event: NewEvent, max_weight: float = 100.0) -> NewEvent:
         store.check_text(str(key), "event_key")
     request_id = None if event.request_id is None else check_request_id(event.request_id)
     ts = None if event.ts is None or (isinstance(event.ts, str) and not event.ts.strip()) else event.ts
-    return NewEvent(user, item, kind, None if ts is None else parse_time(ts), weight, key, request_id)
+    origin = None if event.origin is None else str(event.origin)[:64]
+    return NewEvent(user, item, kind, None if ts is None else parse_time(ts), weight, key, request_id, origin)
 
 
 class KnownIds:
@@ -195,11 +201,12 @@ def _write(
     events = [e for _, e in numbered]
     now = store.utcnow()
     new_users = sorted({e.user for e in events if e.user not in known.users})
+    origins = {e.user: e.origin for e in events if e.origin is not None}
     found: dict[str, int] = {}
     with workspace.writing(), workspace.engine.begin() as conn:
         if new_users:
             # A write first, so SQLite takes the write lock before this transaction reads anything.
-            rows = [{"key": u, "created_at": now} for u in new_users]
+            rows = [{"key": u, "created_at": now, "origin": origins.get(u)} for u in new_users]
             store.insert_ignoring_duplicates(conn, store.User, rows)
             for start in range(0, len(new_users), 500):
                 chunk = new_users[start : start + 500]

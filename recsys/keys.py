@@ -31,9 +31,18 @@ _IGNORABLE = (
 )
 
 
+#: Characters that show as a blank or a box, though of categories allowed otherwise.
+_BLANK = {0x2800, 0xFFFC}  # BRAILLE PATTERN BLANK, OBJECT REPLACEMENT CHARACTER
+
+
 def _invisible(c: str) -> bool:
-    code = ord(c)
-    return unicodedata.category(c) in _FORBIDDEN_CATEGORIES or any(a <= code <= b for a, b in _IGNORABLE)
+    code, category = ord(c), unicodedata.category(c)
+    return (
+        category in _FORBIDDEN_CATEGORIES
+        or (category == "Zs" and c != " ")  # spaces that look like a space, or like nothing
+        or code in _BLANK
+        or any(a <= code <= b for a, b in _IGNORABLE)
+    )
 
 
 def check_key(key: str, what: str, max_length: int) -> str:
@@ -52,7 +61,7 @@ def check_key(key: str, what: str, max_length: int) -> str:
         raise RecsysError(f"{what} contains an invisible, filler or control character ({name})")
     if unicodedata.combining(key[0]) or unicodedata.category(key[0]) in ("Mn", "Mc", "Me"):
         raise RecsysError(f"{what} starts with a combining mark")
-    if any(part in (".", "..") for part in key.split("/")):
+    if any(part in (".", "..") for part in key.replace("\\", "/").split("/")):
         raise RecsysError(f"{what} {key[:60]!r} has a '.' or '..' step, which reads as a path")
     return key
 

@@ -119,11 +119,13 @@ class Recommender:
         weight: float | None = None,
         event_key: str | None = None,
         request_id: str | None = None,
+        origin: str | None = None,
     ) -> RecordReport:
         """Store one event (the user is created on first sight); unknown items raise NotFound.
 
-        ``request_id``: the served list the event came from (attributes a click to it)."""
-        event_ = NewEvent(user, item, event, at, weight, event_key, request_id)
+        ``request_id``: the served list the event came from (attributes a click to it); ``origin``:
+        a page visitor's network, hashed (``NewEvent``)."""
+        event_ = NewEvent(user, item, event, at, weight, event_key, request_id, origin)
         return record(self.workspace, [event_], known=self.known)
 
     def remember_items(self) -> None:

@@ -83,10 +83,13 @@ class Embedding(Base):
 
 
 class User(Base):
+    """A person, by the caller's key; ``origin``: a page visitor's network, hashed (see popularity)."""
+
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    origin: Mapped[str | None] = mapped_column(String(64))
 
 
 class Interaction(Base):

@@ -39,18 +39,17 @@ def _session_admin() -> str | None:
     cache = services().token_cache
     key = ("admin-session", signed["token"])
     hit = cache.get(key)
-    token = (
-        hit[0]
-        if hit is not None and hit[1] > time.monotonic()
-        else tokens.live(services().workspace, signed["token"])
-    )
+    if hit is not None and hit[1] > time.monotonic():
+        token = hit[0]
+    else:  # looked up again every few seconds: using the cookie does not extend the trust
+        token = tokens.live(services().workspace, signed["token"])
+        cache[key] = (token, time.monotonic() + SESSION_RECHECK_SECONDS)
     signed_out = (
         token is not None and token.signed_out_at is not None and token.signed_out_at.timestamp() >= since
     )
     if token is None or not token.allows("admin") or signed_out:
         session.pop("admin", None)
         return None
-    cache[key] = (token, time.monotonic() + SESSION_RECHECK_SECONDS)
     return token.name
 
 

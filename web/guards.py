@@ -62,6 +62,8 @@ def token_or_address() -> str:
 #: endpoint -> (setting holding the limit, whom it counts, exempt when)
 LIMITS = {
     "api.events": [("limit_api_writes", token_or_address, None)],
+    "api.recommendations": [("limit_api_reads", token_or_address, None)],
+    "api.similar": [("limit_api_reads", token_or_address, None)],
     "api.search": [("limit_uploads", token_or_address, None)],
     "pages.search": [("limit_uploads", client_address, lambda: request.method != "POST")],
     "pages.view": [
@@ -144,6 +146,14 @@ def _no_constants(name: str):
     raise ValueError(f"{name} is not JSON")
 
 
+def _no_repeats(pairs: list) -> dict:
+    """A JSON object whose every name appears once (with two "user"s, which is meant?)."""
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the name {next(n for n in names if names.count(n) > 1)[:40]!r} appears twice")
+    return dict(pairs)
+
+
 def json_object() -> dict:
     """The request body as a JSON object, bounded in size and depth; NaN/Infinity are refused."""
     if request.mimetype != "application/json":  # exactly what the document says, not any "+json"
@@ -154,7 +164,7 @@ def json_object() -> dict:
     if len(raw) > MAX_JSON_BYTES:
         abort(413, description=f"JSON bodies are limited to {MAX_JSON_BYTES // 1024} KB")
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
+        body = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_no_repeats)
     except RecursionError:
         abort(400, description="JSON nested too deeply")
     except (ValueError, UnicodeDecodeError) as exc:

@@ -8,6 +8,9 @@ when it says so.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import secrets
 import time
 from collections.abc import Callable
@@ -45,6 +48,19 @@ def new_visitor() -> str:
 
 def visitor_or_new() -> str:
     return visitor() or new_visitor()
+
+
+def origin() -> str:
+    """The network a page visitor comes from, hashed with the app's key (the address itself is not
+    kept): its address, or its /64 for IPv6, whose last 64 bits a device may change at will.
+    Popularity counts the visitors of one origin as one person."""
+    address = request.remote_addr or "unknown"
+    try:
+        network = ipaddress.ip_network(f"{address}/{64 if ':' in address else 32}", strict=False)
+    except ValueError:
+        network = address
+    key = current_app.config["SECRET_KEY"].encode()
+    return "page:" + hmac.new(key, str(network).encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def demo_only() -> None:

@@ -13,7 +13,7 @@ from recsys.errors import NotFound
 from recsys.keys import user_key
 from recsys.serving import results
 from web import guards, params
-from web.identity import demo_only, new_visitor, visitor, visitor_or_new
+from web.identity import demo_only, new_visitor, origin, visitor, visitor_or_new
 from web.services import rec, services
 from web.uploads import similar_to_upload
 
@@ -77,7 +77,7 @@ def view():
         abort(400, description=f"event must be one of {', '.join(PAGE_EVENTS)}")
     strategy = params.strategy(request.form.get("strategy", "auto"), available=rec().strategies())
     request_id = request.form.get("request_id") or None  # the list the click came from
-    rec().record(visitor_or_new(), item, event, request_id=request_id)
+    rec().record(visitor_or_new(), item, event, request_id=request_id, origin=origin())
     if request.form.get("then") == "item":  # a picture opened: its page (the key was just checked)
         return redirect(url_for("pages.item_page", key=item.strip()))
     return redirect(url_for("pages.you", strategy=strategy))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import abort, request
 
 from recsys.recommend import STRATEGIES
@@ -10,11 +12,10 @@ MAX_K = 100
 
 
 def k(default: int) -> int:
-    raw = request.args.get("k", default)
-    try:
-        value = int(raw)
-    except (TypeError, ValueError):
+    raw = request.args.get("k", str(default))
+    if not re.fullmatch(r"[0-9]{1,4}", raw):  # digits only: int() also reads "+5", " 5", "٣"
         abort(400, description=f"k must be an integer, got {str(raw)[:40]!r}")
+    value = int(raw)
     if not 1 <= value <= MAX_K:
         abort(400, description=f"k must be between 1 and {MAX_K}, got {value}")
     return value

@@ -2,7 +2,8 @@
 
 An item's popularity is the sum over people of what each of them did with it, each person's part
 capped at one purchase (``PERSON_CAP``): sixty likes from one visitor count as one keen person, so
-no one can buy a place on the list.
+no one can buy a place on the list. Page visitors of one origin (one network: a visitor can make
+new ones at will) count as one person; users of the API, named by the site, each count.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Popular(Strategy):
 
     def fit_serving(self) -> Popular:
         """Counts over every stored event, straight from the database (refreshed every 30 s)."""
-        from sqlalchemy import case, func, select
+        from sqlalchemy import String, case, cast, func, select
 
         from recsys import store
 
@@ -47,9 +48,12 @@ class Popular(Strategy):
         own = store.Interaction.weight
         clipped = case((own > max_weight, max_weight), (own < 0, 0.0), else_=own)
         by_type = case(*((store.Interaction.event == n, w) for n, w in EVENT_WEIGHTS.items()), else_=1.0)
+        # a person: a user, or every page visitor of one origin (one network) together
+        person = func.coalesce(store.User.origin, cast(store.Interaction.user_id, String))
         per_person = (
             select(store.Interaction.item_id, func.sum(func.coalesce(clipped, by_type)).label("part"))
-            .group_by(store.Interaction.item_id, store.Interaction.user_id)
+            .join(store.User, store.User.id == store.Interaction.user_id)
+            .group_by(store.Interaction.item_id, person)
             .subquery()
         )
         capped = case((per_person.c.part > PERSON_CAP, PERSON_CAP), else_=per_person.c.part)
