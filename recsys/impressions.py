@@ -155,7 +155,10 @@ class ImpressionLog:
     def _repeat(self, shown: Shown) -> str | None:
         """The request id of this very list shown to this person within the window, else None
         (and this showing is remembered)."""
-        key = (shown.user, shown.strategy, shown.experiment, shown.arm, tuple(int(i) for i in shown.item_ids))
+        logged = shown.item_ids[
+            :SHOWN_POSITIONS
+        ]  # what a row set holds: a longer list with the same head is the same
+        key = (shown.user, shown.strategy, shown.experiment, shown.arm, tuple(int(i) for i in logged))
         now = time.monotonic()
         with self._lock:
             hit = self._recent.get(key)

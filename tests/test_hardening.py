@@ -170,6 +170,8 @@ def test_3_reading_a_list_again_is_not_another_impression_and_page_reads_are_lim
         for _ in range(50)
     }
     assert len(ids) == 1  # the same list, the same showing: a click on it is still attributed
+    head = client.get("/api/users/reader/recommendations?k=30", headers=auth).get_json()["request_id"]
+    assert head in ids  # a list whose logged head (its first 20 items) is the same is the same showing
     app.extensions["recsys"].recommender.impressions.flush()
     with Workspace(settings_for(embedded_copy)) as ws:
         arms = {a["strategy"]: a for a in experiments.report(ws, "ab")["arms"]}

@@ -204,6 +204,7 @@ def document() -> dict:
                         "400": _error("a bad k, strategy or user key"),
                         **AUTH_ERRORS,
                         "404": _error("unknown user"),
+                        "429": _error("rate limit (Retry-After says when to come back)"),
                     },
                 }
             },
@@ -244,6 +245,7 @@ def document() -> dict:
                         "400": _error("a bad k"),
                         **AUTH_ERRORS,
                         "404": _error("unknown item"),
+                        "429": _error("rate limit (Retry-After says when to come back)"),
                     },
                 }
             },
