@@ -308,3 +308,26 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
+
+
+@pytest.fixture
+def make_app(embedded_copy):
+    """Apps with settings of the test's own; limits asked of it are "per year", not "per minute".
+
+    The limiter's windows are aligned to the clock, and its sliding-window counter floors the previous
+    window's share, so a test that crossed a minute boundary got one request past "2 per minute" (CI).
+    """
+    apps = []
+
+    def make(demo: bool = False, **settings):
+        from web import create_app
+
+        app = create_app(
+            {"RECSYS_SETTINGS": settings_for(embedded_copy, **settings), "RECSYS_DEMO": demo, "TESTING": True}
+        )
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["recsys"].workspace.close()

@@ -31,26 +31,9 @@ from tests.conftest import (
     running_server,
     settings_for,
 )
-from web import create_app
 
 TULIP, ROSE = (f"{label}/" + sorted((BUNDLED / label).glob("*.jpg"))[0].stem for label in ("tulip", "rose"))
 REDIS = os.environ.get("RECSYS_TEST_REDIS_URL")
-
-
-@pytest.fixture
-def make_app(embedded_copy):
-    apps = []
-
-    def make(demo: bool = False, **settings):
-        app = create_app(
-            {"RECSYS_SETTINGS": settings_for(embedded_copy, **settings), "RECSYS_DEMO": demo, "TESTING": True}
-        )
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["recsys"].workspace.close()
 
 
 def camera_photo() -> bytes:

@@ -50,27 +50,6 @@ def strict_json(raw: bytes | str):
 
 
 @pytest.fixture
-def make_app(embedded_copy):
-    """Apps with settings of the test's own; limits asked of it are "per year", not "per minute".
-
-    The limiter's windows are aligned to the clock, and its sliding-window counter floors the previous
-    window's share, so a test that crossed a minute boundary got one request past "2 per minute" (CI).
-    """
-    apps = []
-
-    def make(demo: bool = False, **settings):
-        app = create_app(
-            {"RECSYS_SETTINGS": settings_for(embedded_copy, **settings), "RECSYS_DEMO": demo, "TESTING": True}
-        )
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["recsys"].workspace.close()
-
-
-@pytest.fixture
 def app(make_app):
     return make_app()
 
