@@ -28,6 +28,7 @@ from recsys.splits import (
     Split,
     TrainedOn,
     cold_item_split,
+    global_time_split,
     leak,
     random_split,
     sample_users,
@@ -35,7 +36,7 @@ from recsys.splits import (
 )
 
 DEFAULT_KS = (10, 20, 50, 100)
-SPLITS = ("temporal", "random", "cold-items")
+SPLITS = ("temporal", "global-time", "random", "cold-items")
 
 
 @dataclass
@@ -112,8 +113,10 @@ class Plan:
     """What an evaluation is asked to do (`recsys evaluate`'s flags).
 
     Attributes:
-        split: "temporal" (each user's latest events held out), "random" or "cold-items".
-        holdout: temporal, random: the share of each user's events held out.
+        split: "temporal" (each user's latest interactions held out), "global-time" (every event
+            from one moment on), "random" or "cold-items".
+        holdout: temporal, random: the share of each user's interactions held out; global-time:
+            the share of all events.
         last_n: temporal: hold out each user's last N events instead of a share.
         min_events: Users with fewer events stay in training only.
         cold_share: cold-items: the share of the catalogue playing new items.
@@ -140,6 +143,8 @@ def _fix(command: str, split: Split) -> str:
     """How to make a model trained apart that this split may evaluate."""
     if split.kind == "temporal":
         return f"`{command} --holdout H` with the evaluation's --holdout H (or more) and --min-events"
+    if split.kind == "global-time":
+        return f"`{command} --split global-time --holdout H` with the evaluation's --holdout H (or more)"
     if split.kind == "cold-items":
         return f"`{command} --cold-share S --seed N` with the evaluation's"
     return "evaluate it on the temporal or cold-items split it was trained for"
@@ -184,6 +189,8 @@ def plan(recommender, asked: Plan, note: Callable[[str], None] = lambda _: None)
         split = temporal_split(
             history, fraction=asked.holdout, last_n=asked.last_n, min_events=asked.min_events
         )
+    elif asked.split == "global-time":
+        split = global_time_split(history, fraction=asked.holdout)
     elif asked.split == "random":
         split = random_split(history, fraction=asked.holdout, seed=asked.seed, min_events=asked.min_events)
     else:
@@ -206,12 +213,13 @@ def plan(recommender, asked: Plan, note: Callable[[str], None] = lambda _: None)
         if problem:
             names.remove(name)
             note(f"{name} left out: {problem}")
-    if "ease" in names and not asked.strategies:
+    if not asked.strategies:
         from recsys.strategies.ease import memory_gb
 
         if memory_gb(len(recommender.catalogue())) > workspace.settings.ease_memory_gb:
-            names.remove("ease")
-            note("ease left out: the catalogue is too large for its items x items matrix")
+            for name in {"ease", "ease-recency"} & set(names):
+                names.remove(name)
+                note(f"{name} left out: the catalogue is too large for its items x items matrix")
     return split, names
 
 

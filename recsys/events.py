@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
+import numpy as np
+
 #: Default weight of each event type in a profile (an explicit weight on the event wins).
 EVENT_WEIGHTS: dict[str, float] = {"view": 1.0, "click": 1.5, "like": 3.0, "purchase": 5.0}
 
@@ -75,6 +77,28 @@ def history_weights(history: History, half_life_days: float | None = None, max_w
             w *= 0.5 ** ((newest - ts).total_seconds() / 86400.0 / half_life_days)
         totals[item_id] = totals.get(item_id, 0.0) + w
     return totals
+
+
+def interactions(history: History) -> list[list[Event]]:
+    """A history's events grouped by item, in the order of each item's first event (ties in time
+    by id): the unit the temporal split cuts by (a like stays with its view)."""
+    groups: dict[int, list[Event]] = {}
+    for event in sorted(history, key=lambda e: (e[3], e[0])):
+        groups.setdefault(event[0], []).append(event)
+    return list(groups.values())
+
+
+def item_sequence(history: History) -> list[int]:
+    """A history's distinct items in the order of their first event, oldest first: the order
+    order-aware models read."""
+    return list(dict.fromkeys(e[0] for e in sorted(history, key=lambda e: (e[3], e[0]))))
+
+
+def recency_weights(n: int, half_life: float) -> np.ndarray:
+    """Weights of a sequence's ``n`` items, oldest first: the latest 1, an item ``half_life``
+    items older 0.5 (0: all alike)."""
+    ages = np.arange(n)[::-1]
+    return 0.5 ** (ages / half_life) if half_life > 0 else np.ones(n)
 
 
 class FrozenEvents(dict):

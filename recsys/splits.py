@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 import numpy as np
 
-from recsys.events import Event, FrozenEvents
+from recsys.events import Event, FrozenEvents, interactions
 
 #: The tolerance shares are compared with (they travel through JSON).
 _SAME = 1e-9
@@ -26,7 +27,7 @@ class Split:
     Attributes:
         train: user -> events, oldest first (frozen: derived matrices are built once).
         test: user -> held-out item ids (users without any are not evaluated).
-        kind: "temporal", "random" or "cold-items".
+        kind: "temporal", "global-time", "random" or "cold-items".
         candidates: The only items a list may hold (the cold-item split's new items), else None.
         params: What made the split (``leak`` reads them), as the evaluation reports them.
     """
@@ -46,6 +47,12 @@ class Split:
         return sorted(self.test)
 
 
+#: How the temporal split counts: by interactions (all of a user's events on one item go to one
+#: side), so a view and the like that follows it are never split apart. Versions trained apart
+#: record it: one trained under the older rule (by events) is refused.
+CUT = "interactions"
+
+
 def temporal_split(
     history: Mapping[str, list[Event]],
     *,
@@ -53,27 +60,64 @@ def temporal_split(
     last_n: int | None = None,
     min_events: int = 3,
 ) -> Split:
-    """Hold out each user's latest events by time (the last ``last_n``, else the last ``fraction``).
+    """Hold out each user's latest interactions (the last ``last_n``, else the last ``fraction``).
 
-    Users with fewer than ``min_events`` events stay in training only (they still count for
-    popularity). Held-out items the user already had in training are not counted: a recommender
-    never shows what was seen.
+    An interaction is every event of the user on one item, placed at its first: a like stays with
+    its view. Users with fewer than ``min_events`` interactions stay in training only (they still
+    count for popularity). Held-out items are never in the user's training events.
     """
     train, test = {}, {}
     for user, events in history.items():
-        events = sorted(events, key=lambda e: (e[3], e[0]))
-        if len(events) < min_events:
-            train[user] = events
+        groups = interactions(events)
+        if len(groups) < min_events:
+            train[user] = sorted(events, key=lambda e: (e[3], e[0]))
             continue
-        n_test = last_n if last_n else max(1, int(round(len(events) * fraction)))
-        n_test = min(n_test, len(events) - 1)
-        train[user], held = events[:-n_test], events[-n_test:]
-        seen = {e[0] for e in train[user]}
-        items = {e[0] for e in held} - seen
-        if items:
-            test[user] = items
+        n_test = last_n if last_n else max(1, int(round(len(groups) * fraction)))
+        n_test = min(n_test, len(groups) - 1)
+        train[user] = sorted((e for g in groups[:-n_test] for e in g), key=lambda e: (e[3], e[0]))
+        test[user] = {g[0][0] for g in groups[-n_test:]}
     params = {"holdout": fraction, "last_n": last_n, "min_events": min_events}
     return Split(train, test, "temporal", params=params)
+
+
+def global_time_split(history: Mapping[str, list[Event]], *, fraction: float = 0.2) -> Split:
+    """Everything from one moment on is the future: the latest ``fraction`` of all events is test.
+
+    The cut-off is the time of the first test event; events at that very time are test too, so a
+    view and a like recorded together stay together. Users seen before the cut-off are evaluated on
+    the items they first met after it; users first seen after it are not (nothing to go on).
+    """
+    times = sorted(e[3] for events in history.values() for e in events)
+    if not times:
+        return Split({}, {}, "global-time", params={"holdout": fraction, "cutoff": None})
+    cutoff = times[min(len(times) - 1, int(len(times) * (1 - fraction)))]
+    train, test = {}, {}
+    for user, events in history.items():
+        before = sorted((e for e in events if e[3] < cutoff), key=lambda e: (e[3], e[0]))
+        if not before:
+            continue
+        train[user] = before
+        items = {e[0] for e in events if e[3] >= cutoff} - {e[0] for e in before}
+        if items:
+            test[user] = items
+    return Split(train, test, "global-time", params={"holdout": fraction, "cutoff": cutoff.isoformat()})
+
+
+def for_training(
+    history: Mapping[str, list[Event]], holdout: float, split: str = "temporal", min_events: int = 3
+) -> tuple[Mapping[str, list[Event]], dict]:
+    """The events a model trained apart may learn from, to be evaluated later on ``split``
+    ("temporal" or "global-time") with this ``holdout``, and the parameters that record it
+    (``TrainedOn.from_params`` reads them back)."""
+    params = {"holdout": holdout, "split": split, "min_events": min_events, "cut": CUT}
+    if holdout <= 0:
+        return history, params
+    if split == "global-time":
+        made = global_time_split(history, fraction=holdout)
+        return made.train, {**params, "before": made.params["cutoff"]}
+    if split != "temporal":
+        raise ValueError(f"a holdout is for the temporal or global-time split, not {split!r}")
+    return temporal_split(history, fraction=holdout, min_events=min_events).train, params
 
 
 def random_split(
@@ -147,6 +191,9 @@ class TrainedOn:
         warm_start_from: The version it continued from, if any (that one saw every event).
         holdout_after_cold: The holdout was taken after the new items' events had left, so with a
             cold share it is not a share of all of a user's events.
+        split: The split its holdout was taken as: "temporal" or "global-time".
+        cut: How its temporal holdout counted (``CUT``; "events" before interactions).
+        before: global-time: it saw only events before this time (ISO 8601).
     """
 
     holdout: float = 0.0
@@ -155,11 +202,15 @@ class TrainedOn:
     seed: int | None = None
     warm_start_from: int | None = None
     holdout_after_cold: bool = False
+    split: str = "temporal"
+    cut: str = CUT
+    before: str | None = None
 
     @classmethod
     def from_params(cls, params: Mapping, *, holdout_after_cold: bool = False) -> TrainedOn:
         """From a trainer's recorded parameters (``holdout``, ``min_events``, ``cold_share``, ``seed``,
-        ``warm_start_from``; absent ones mean "none left out")."""
+        ``warm_start_from``, ``split``, ``cut``, ``before``; absent ones mean "none left out", and a
+        temporal holdout counted by events)."""
         return cls(
             holdout=float(params.get("holdout") or 0.0),
             min_events=int(params.get("min_events") or 3),
@@ -167,20 +218,25 @@ class TrainedOn:
             seed=params.get("seed"),
             warm_start_from=params.get("warm_start_from"),
             holdout_after_cold=holdout_after_cold,
+            split=str(params.get("split") or "temporal"),
+            cut=str(params.get("cut") or "events"),
+            before=params.get("before"),
         )
 
     def describe(self) -> str:
-        return f"holdout={self.holdout:g}, cold_share={self.cold_share:g}, seed={self.seed}"
+        held = f"holdout={self.holdout:g} ({self.split}"
+        held += f", before {self.before})" if self.split == "global-time" else f", by {self.cut})"
+        return f"{held}, cold_share={self.cold_share:g}, seed={self.seed}"
 
 
 def leak(trained: TrainedOn, split: Split) -> str | None:
     """Why scoring a model with this training on ``split`` would score it on events it trained on
     (None: it would not).
 
-    Temporal: its holdout must cover the split's: the latest ``holdout`` of each user's events at
-    least, counted over all of them, with no more users trained on whole (``min_events``); a
-    ``last_n`` split is never covered. Cold items: the same new items left out (share and seed).
-    Random: never.
+    Temporal: its holdout must cover the split's: the latest ``holdout`` of each user's
+    interactions at least, counted over all of them, with no more users trained on whole
+    (``min_events``); a ``last_n`` split is never covered. Global time: it saw nothing from the
+    split's cut-off on. Cold items: the same new items left out (share and seed). Random: never.
     """
     if trained.warm_start_from is not None:
         return f"it was warm-started from v{trained.warm_start_from}, a model that saw every event"
@@ -188,9 +244,18 @@ def leak(trained: TrainedOn, split: Split) -> str | None:
     if split.kind == "temporal":
         safe = (
             p.get("last_n") is None
+            and trained.split == "temporal"
+            and trained.cut == CUT
             and trained.holdout >= p["holdout"] - _SAME
             and trained.min_events <= p["min_events"]
             and not (trained.holdout_after_cold and trained.cold_share)
+        )
+    elif split.kind == "global-time":
+        safe = (
+            trained.split == "global-time"
+            and trained.before is not None
+            and p.get("cutoff") is not None
+            and datetime.fromisoformat(trained.before) <= datetime.fromisoformat(p["cutoff"])
         )
     elif split.kind == "cold-items":
         safe = abs(trained.cold_share - p["cold_share"]) < _SAME and trained.seed == p["seed"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from recsys import registry, strategies
 from recsys.errors import RecsysError
 from recsys.events import load_history
-from recsys.splits import temporal_split
+from recsys.splits import for_training
 from recsys.twotower import TwoTowerConfig
 
 #: Shares a two-tower configuration takes, each in [0, 1).
@@ -31,10 +31,16 @@ def two_tower_config(**given) -> TwoTowerConfig:
 
 
 def train_peer(
-    recommender, name: str, *, holdout: float = 0.0, seed: int = 0, log: Callable[[str], None] = print
+    recommender,
+    name: str,
+    *,
+    holdout: float = 0.0,
+    split: str = "temporal",
+    seed: int = 0,
+    log: Callable[[str], None] = print,
 ) -> dict:
-    """Fit a strategy that saves a model (EASE, ALS) on the logs, minus each user's latest
-    ``holdout`` share (for an honest `recsys evaluate --holdout`), and register the version."""
+    """Fit a strategy that saves a model (EASE, ALS...) on the logs, minus the ``holdout`` of
+    ``split`` (for an honest `recsys evaluate --holdout`), and register the version."""
     cls = strategies.get(name)
     if not cls.needs_model or not cls.fits_in_evaluation:
         raise RecsysError(f"{name} is not fitted on the logs this way")
@@ -43,13 +49,12 @@ def train_peer(
     started = time.perf_counter()
     workspace = recommender.workspace
     history = load_history(workspace)
-    if holdout:
-        history = temporal_split(history, fraction=holdout).train
+    history, held_out = for_training(history, holdout, split)
     if not history:
         raise RecsysError("no interactions to train on: record some, or `recsys simulate`")
     log(f"fitting {name} on {sum(len(v) for v in history.values())} events of {len(history)} users")
     fitted = recommender.fitted(name, history, seed=seed)
-    params = {**fitted.params, "holdout": holdout, "split": "temporal"}
+    params = {**fitted.params, **held_out}
     version, _ = registry.save(
         workspace,
         name,

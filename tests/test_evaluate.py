@@ -242,9 +242,15 @@ def test_evaluate_cli_table_files_and_ordering(embedded_copy, tmp_path):
     assert "1-NN same-label accuracy" in proc.stdout
     data = json.loads((out / "metrics.json").read_text())
     rows = {(r["strategy"], r["k"]): r for r in data["metrics"]}
-    assert {s for s, _ in rows} == {"average", "popular", "random", "ease", "als"} and {
-        k for _, k in rows
-    } == {
+    assert {s for s, _ in rows} == {
+        "average",
+        "popular",
+        "random",
+        "ease",
+        "ease-recency",
+        "als",
+        "transitions",
+    } and {k for _, k in rows} == {
         10,
         20,
         50,

@@ -11,7 +11,16 @@ import pytest
 
 from recsys import evaluate, store
 from recsys.events import Event
-from recsys.splits import TrainedOn, cold_item_split, leak, new_items, random_split, temporal_split
+from recsys.splits import (
+    TrainedOn,
+    cold_item_split,
+    for_training,
+    global_time_split,
+    leak,
+    new_items,
+    random_split,
+    temporal_split,
+)
 from recsys.workspace import Workspace
 from tests.conftest import settings_for
 
@@ -68,6 +77,9 @@ def test_the_rule_by_hand():
     assert leak(replace(after_cold, seed=1), cold) is not None
     assert leak(replace(after_cold, cold_share=0.3), cold) is not None
     assert leak(same, random_split(logs(10, 1))) is not None
+    # a temporal holdout counted by events (before interactions) may split a view from its like
+    assert "by events" in leak(replace(same, cut="events"), temporal)
+    assert "global-time" in leak(replace(same, split="global-time"), temporal)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -100,7 +112,8 @@ def test_a_library_split_is_checked_against_a_saved_two_tower(tmp_path):
     home = tmp_path / "home"
     with Workspace(settings_for(home)) as ws:
         with ws.session() as s, s.begin():
-            for version, params in ((1, {"holdout": 0.2, "min_events": 3}), (2, {"holdout": 0.0})):
+            v1 = {"holdout": 0.2, "min_events": 3, "cut": "interactions"}
+            for version, params in ((1, v1), (2, {"holdout": 0.0})):
                 path = f"models/two-tower/v{version}"
                 s.add(
                     store.ModelVersion(
@@ -117,3 +130,68 @@ def test_a_library_split_is_checked_against_a_saved_two_tower(tmp_path):
             evaluate.trained_apart_leak(ws, "two-tower", temporal_split(logs(10, 2), fraction=0.3))
             is not None
         )
+
+
+def at(minute: int) -> datetime:
+    return T0 + timedelta(minutes=minute)
+
+
+def test_the_temporal_split_keeps_a_like_with_its_view():
+    """Five interactions, seven events: a 0.4 holdout is the latest two items whole, though by
+    events it would have cut between item 4's view and its like."""
+    events = [
+        Event(1, "view", None, at(0)),
+        Event(2, "view", None, at(1)),
+        Event(2, "like", None, at(1)),
+        Event(3, "view", None, at(2)),
+        Event(4, "view", None, at(3)),
+        Event(4, "like", None, at(3)),
+        Event(5, "view", None, at(4)),
+        Event(1, "view", None, at(5)),  # item 1 again: its interaction began at minute 0
+    ]
+    split = temporal_split({"u": events}, fraction=0.4)
+    assert split.test == {"u": {4, 5}}
+    assert sorted({e[0] for e in split.train["u"]}) == [1, 2, 3]
+    assert [e.kind for e in split.train["u"] if e.item == 2] == ["view", "like"]
+    assert len(split.train["u"]) == 5  # the second view of item 1 stays with the first
+    assert temporal_split({"u": events[:3]}, fraction=0.5).test == {}  # two interactions: under 3
+
+
+def test_the_global_time_split_cuts_every_user_at_one_moment():
+    history = {
+        "early": [Event(1, "view", None, at(0)), Event(2, "view", None, at(1))],
+        "both": [Event(1, "view", None, at(2)), Event(3, "view", None, at(8)), Event(3, "like", None, at(8))],
+        "late": [Event(4, "view", None, at(9))],
+        "again": [Event(2, "view", None, at(3)), Event(2, "view", None, at(9))],
+    }
+    split = global_time_split(history, fraction=0.4)  # 8 events: the latest 3 (from minute 8) are test
+    assert split.params == {"holdout": 0.4, "cutoff": at(8).isoformat()}
+    assert split.test == {"both": {3}}  # "again" saw item 2 before; "late" was never seen before
+    assert set(split.train) == {"early", "both", "again"}
+    assert all(e.ts < at(8) for events in split.train.values() for e in events)
+    trained, params = for_training(history, 0.4, "global-time")
+    assert params["before"] == at(8).isoformat() and dict(trained) == dict(split.train)
+    assert leak(TrainedOn.from_params(params), split) is None
+    assert leak(TrainedOn.from_params(for_training(history, 0.2, "global-time")[1]), split) is not None
+    assert leak(TrainedOn.from_params(for_training(history, 0.6, "global-time")[1]), split) is None
+    assert leak(TrainedOn.from_params(for_training(history, 0.4)[1]), split) is not None  # temporal
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_model_allowed_on_a_global_time_split_never_saw_its_future(seed):
+    rng = np.random.default_rng(seed)
+    history = logs(60, seed)
+    allowed = refused = 0
+    for _ in range(30):
+        h_t, h_e = (float(x) for x in rng.choice([0.1, 0.2, 0.3, 0.5], 2))
+        trained, params = for_training(history, h_t, "global-time")
+        split = global_time_split(history, fraction=h_e)
+        cutoff = datetime.fromisoformat(split.params["cutoff"])
+        saw_future = any(e.ts >= cutoff for events in trained.values() for e in events)
+        if leak(TrainedOn.from_params(params), split) is None:
+            allowed += 1
+            assert not saw_future, (h_t, h_e)
+        else:
+            refused += 1
+            assert saw_future or h_t < h_e
+    assert allowed and refused

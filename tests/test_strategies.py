@@ -217,7 +217,13 @@ def test_train_and_serve_ease_and_als_and_the_cold_split_cli(logged, tmp_path):
 
     data = json.loads((tmp_path / "c" / "metrics.json").read_text())
     assert data["split"] == "cold-items" and data["split_params"] == {"cold_share": 0.2, "seed": 0}
-    assert set(data["notes"]) == {"popular", "ease", "als"}  # said honestly: nothing to rank new items by
+    assert set(data["notes"]) == {
+        "popular",
+        "ease",
+        "ease-recency",
+        "als",
+        "transitions",
+    }  # said honestly: nothing to rank new items by
     assert "--holdout" in one_line_error(
         run_cli("train", "--strategy", "ease", "--holdout", "2", home=logged)
     )

@@ -91,7 +91,7 @@ def simulate_cmd(
 @click.command("train")
 @click.option(
     "--strategy",
-    type=click.Choice(["two-tower", "ease", "als"]),
+    type=click.Choice(["two-tower", "ease", "ease-recency", "als", "transitions"]),
     default="two-tower",
     show_default=True,
     help="What to train; each run saves a new version to the model registry.",
@@ -104,6 +104,12 @@ def simulate_cmd(
     "--val-fraction", type=float, help="Two-tower: share of latest events for early stopping [0.1]."
 )
 @click.option("--holdout", type=float, help="Share of latest events never trained on, for `evaluate` [0].")
+@click.option(
+    "--split",
+    "holdout_split",
+    type=click.Choice(["temporal", "global-time"]),
+    help="The `evaluate --split` the holdout is kept out for [temporal].",
+)
 @click.option(
     "--cold-share", type=float, help="Two-tower: leave this share of items out entirely (new items)."
 )
@@ -126,6 +132,7 @@ def train_cmd(
     settings: Settings,
     strategy: str,
     holdout,
+    holdout_split,
     cold_share,
     seed,
     epochs,
@@ -154,7 +161,9 @@ def train_cmd(
         from recsys.recommend import Recommender
 
         rec = Recommender(open_workspace(settings, needs_items=True), use_index=False, log=None)
-        report = training.train_peer(rec, strategy, holdout=holdout or 0.0, seed=seed or 0, log=log)
+        report = training.train_peer(
+            rec, strategy, holdout=holdout or 0.0, split=holdout_split or "temporal", seed=seed or 0, log=log
+        )
         if as_json:
             emit_json(report)
         else:
@@ -168,6 +177,7 @@ def train_cmd(
         val_fraction=val_fraction,
         batch_size=train_batch,
         holdout=holdout,
+        split=holdout_split,
         cold_share=cold_share,
         seed=seed,
         history_ids=history_ids,
@@ -191,10 +201,11 @@ def train_cmd(
 @click.option("--k", "ks", type=int, multiple=True, help="Cut-offs (repeatable) [10 20 50 100].")
 @click.option(
     "--split",
-    type=click.Choice(["temporal", "random", "cold-items"]),
+    type=click.Choice(["temporal", "global-time", "random", "cold-items"]),
     default="temporal",
     show_default=True,
-    help="Hold out each user's latest events, a random share, or every event on new items.",
+    help="Hold out each user's latest interactions, every event from one moment on, a random "
+    "share, or every event on new items.",
 )
 @click.option(
     "--cold-share", type=float, default=0.2, show_default=True, help="cold-items: share of new items."

@@ -61,7 +61,8 @@ def record_cmd(
     "--strategy",
     default="auto",
     show_default=True,
-    help="auto (the evaluated best), average, popular, random, ease, als, two-tower.",
+    help="auto (the evaluated best), average, popular, random, ease, ease-recency, als, transitions, "
+    "two-tower.",
 )
 @click.option("--model-version", type=int, help="Two-tower version (default: the latest).")
 @click.option("--diversify", is_flag=True, help="Re-rank with maximal marginal relevance.")

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from recsys import registry, store
 from recsys.errors import RecsysError
 from recsys.events import load_history
-from recsys.splits import new_items, temporal_split
+from recsys.splits import for_training, new_items
 from recsys.twotower import TwoTowerConfig
 
 BASE_MODEL = "efficientnet-lite0"
@@ -124,6 +124,7 @@ def finetune(
     if len(rows) < 10:
         raise RecsysError("finetune needs a catalogue of at least 10 items: run `recsys ingest`")
     ids = np.array([r[0] for r in rows], dtype=np.int64)
+    held_out: dict = {}
     if config.mode == "labels":
         labels = np.array([r[1] for r in rows], dtype=object)
         keep = np.array([label is not None for label in labels])
@@ -136,8 +137,7 @@ def finetune(
         new = set(new_items(ids, config.cold_share, config.seed).tolist()) if config.cold_share > 0 else set()
         cold = np.array([int(i) in new for i in ids])
         history = load_history(workspace)
-        if config.holdout > 0:  # the evaluation's held-out events are never trained on
-            history = temporal_split(history, fraction=config.holdout).train
+        history, held_out = for_training(history, config.holdout)  # the evaluation's held-out events
     val = np.zeros(len(ids), dtype=bool)
     candidates = np.where(~cold)[0]
     val[
@@ -170,7 +170,7 @@ def finetune(
         round(time.perf_counter() - started, 1),
         len(rows_),
         best_epoch,
-        {k: v for k, v in asdict(config).items() if k != "name"},
+        {**{k: v for k, v in asdict(config).items() if k != "name"}, **held_out},
         rows_,
     )
 

@@ -54,6 +54,8 @@ class TwoTowerConfig:
             this), the latest item 1; 0 weighs every item alike.
         holdout: Share of each user's latest events kept out of training entirely, for an honest
             `recsys evaluate` on the same temporal split (0: production, train on everything).
+        split: The evaluation split ``holdout`` is kept out for: "temporal" (each user's latest
+            interactions) or "global-time" (every event from one moment on).
         cold_share: Share of the catalogue (chosen with ``seed``, as the cold-item split does) left
             out of training entirely: their events, and their id rows (they use the unknown row).
         id_dropout: Chance that a training example's item-id row is swapped for the unknown row,
@@ -83,6 +85,7 @@ class TwoTowerConfig:
     history_length: int = 20
     recency_half_life: float = 5.0
     holdout: float = 0.0
+    split: str = "temporal"
     cold_share: float = 0.0
     id_dropout: float = 0.0
     new_item_neighbours: int = 100
@@ -102,6 +105,7 @@ class TrainReport:
     seconds: float = 0.0
     examples: int = 0
     val_examples: int = 0
+    held_out: dict = field(default_factory=dict)  # what was kept out for the evaluation (``splits``)
 
     def as_dict(self) -> dict:
         return asdict(self)

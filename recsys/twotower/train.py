@@ -22,7 +22,7 @@ from recsys.early_stopping import run_epochs
 from recsys.errors import RecsysError
 from recsys.events import Event, load_history
 from recsys.metrics import mean_recall
-from recsys.splits import new_items, temporal_split
+from recsys.splits import for_training, new_items, temporal_split
 from recsys.twotower import FILES, KIND, TrainReport, TwoTowerConfig
 from recsys.twotower.data import Vocabulary, make_examples, recent_rows
 from recsys.twotower.serve import image_inputs
@@ -94,12 +94,8 @@ def fit(
     trained = np.array([int(i) not in new for i in ids], dtype=bool)
     if new:
         history = {u: kept for u, evs in history.items() if (kept := [e for e in evs if e[0] not in new])}
-    if config.holdout > 0:  # the evaluation's held-out events: never trained on, never used to stop
-        history_for_training = temporal_split(
-            history, fraction=config.holdout, min_events=config.min_events
-        ).train
-    else:
-        history_for_training = history
+    # the evaluation's held-out events: never trained on, never used to stop
+    history_for_training, held_out = for_training(history, config.holdout, config.split, config.min_events)
     if config.val_fraction > 0:
         split = temporal_split(
             history_for_training, fraction=config.val_fraction, min_events=config.min_events
@@ -150,6 +146,7 @@ def fit(
         0.0,
         len(examples["item"]),
         sum(len(v) for v in test.values()),
+        held_out,
     )
     return model, vocab, report
 
@@ -226,7 +223,7 @@ def save(
         base_model=base_model,
         params={
             **asdict(model.config),
-            "split": "temporal",
+            **report.held_out,
             "warm_start_from": previous.version if previous else None,
         },
         metrics={
