@@ -358,14 +358,16 @@ def _public_params(fitted) -> dict:
 
 
 def save(workspace, report: EvaluationReport) -> int:
-    """Keep a report in the registry (``auto`` serves the best of the latest temporal one)."""
+    """Keep a report in the registry (``auto`` judges by the latest temporal and cold-item ones)."""
     k = 10 if 10 in report.ks else report.ks[0]
     rows = [
         {"strategy": r.name, "version": r.params.get("version"), f"recall@{k}": r.mean(f"recall@{k}")}
         for r in report.strategies
     ]
-    for row in rows:
+    for row, r in zip(rows, report.strategies, strict=True):
         row.setdefault("recall@10", row[f"recall@{k}"])
+        if report.split == "cold-items":  # how much of the new items it can show at all (auto reads it)
+            row["reach"] = r.coverage[k] if r.ranks_new_items else 0.0
     return registry.save_evaluation(workspace, report.split, report.params, rows, report.as_dict())
 
 

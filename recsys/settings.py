@@ -56,6 +56,9 @@ class Settings:
         trusted_proxies: Reverse proxies in front of the server whose X-Forwarded-* headers are
             believed (0: none; the client address is the socket's).
         ease_memory_gb: Memory EASE may use for its items x items matrices; above, it refuses.
+        new_item_weight: How much ``auto`` weighs new items against known ones: it serves the
+            strategy best by (1 - w) x warm recall@10 + w x reach x recall@10 on new items, from
+            the latest temporal and cold-item evaluations.
         log_impressions: Log every served list and its items (``impressions``), for click-through
             rates and experiments.
         impression_retention_days: `recsys impressions prune` deletes impressions older than this.
@@ -93,6 +96,7 @@ class Settings:
     trusted_proxies: int = 0
     allowed_hosts: str = ""
     ease_memory_gb: float = 8.0
+    new_item_weight: float = 0.2
     log_impressions: bool = True
     impression_retention_days: float = 90.0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from recsys import registry, strategies
 from recsys.errors import RecsysError
@@ -37,10 +37,12 @@ def train_peer(
     holdout: float = 0.0,
     split: str = "temporal",
     seed: int = 0,
+    params: Mapping | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Fit a strategy that saves a model (EASE, ALS...) on the logs, minus the ``holdout`` of
-    ``split`` (for an honest `recsys evaluate --holdout`), and register the version."""
+    ``split`` (for an honest `recsys evaluate --holdout`), and register the version. ``params``:
+    hyper-parameters to use instead of tuning them."""
     cls = strategies.get(name)
     if not cls.needs_model or not cls.fits_in_evaluation:
         raise RecsysError(f"{name} is not fitted on the logs this way")
@@ -53,7 +55,7 @@ def train_peer(
     if not history:
         raise RecsysError("no interactions to train on: record some, or `recsys simulate`")
     log(f"fitting {name} on {sum(len(v) for v in history.values())} events of {len(history)} users")
-    fitted = recommender.fitted(name, history, seed=seed)
+    fitted = recommender.fitted(name, history, **{**(params or {}), "seed": seed})
     params = {**fitted.params, **held_out}
     version, _ = registry.save(
         workspace,

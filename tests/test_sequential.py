@@ -65,7 +65,7 @@ def test_transitions_tunes_its_window_on_validation_events():
     rng = np.random.default_rng(0)
     logs = {f"u{u}": seq(*(int(s) + k for k in range(6))) for u, s in enumerate(rng.integers(1, 20, 40))}
     model = Transitions(_context(30)).fit(logs)  # everyone walks up by one: window 1 is exact
-    assert {row["window"] for row in model.params["grid"]} == {1, 3, 10}
+    assert {row["window"] for row in model.params["grid"]} == {1, 3, 10, 30}
     assert model.params["window"] == 1
     assert max(row["val_recall@10"] for row in model.params["grid"]) >= 0.95
 
@@ -105,3 +105,39 @@ def test_ease_with_recency_reports_both_grids_and_follows_a_drift(seed):
     none = max(row["val_recall@10"] for row in grid if row["half_life"] == 0)
     chosen = next(row for row in grid if row["half_life"] == model.params["half_life"])
     assert model.params["half_life"] > 0 and chosen["val_recall@10"] > 2 * none
+
+
+def test_sasrec_windows_by_hand():
+    from recsys.sasrec import latest, windows
+
+    inputs, targets = windows([np.array([1, 2, 3, 4, 5, 6]), np.array([7]), np.array([8, 9])], 3)
+    # 6 items, windows of 3 steps from the end: [3,4,5]->[4,5,6], then [1,2]->[2,3] padded
+    assert inputs.tolist() == [[3, 4, 5], [0, 1, 2], [0, 0, 8]]
+    assert targets.tolist() == [[4, 5, 6], [0, 2, 3], [0, 0, 9]]
+    assert latest([np.array([1, 2, 3, 4]), np.array([], np.int32)], 3).tolist() == [[2, 3, 4], [0, 0, 0]]
+
+
+def test_sasrec_learns_what_comes_next_and_is_tuned_on_validation_events(tmp_path):
+    from recsys.strategies.sasrec import Sasrec
+
+    rng = np.random.default_rng(0)
+    # everyone walks up a ring of 60 items from a random start: the next item is always the one after
+    logs = {
+        f"u{u}": seq(*((int(s) + k) % 60 + 1 for k in range(12)))
+        for u, s in enumerate(rng.integers(0, 60, 150))
+    }
+    params = {"dim": 16, "epochs": 15, "patience": 3, "blocks": 1, "dropout": 0.2, "batch_size": 32}
+    model = Sasrec(_context(60), {**params, "learning_rate": 0.01}).fit(logs)
+    assert [row["blocks"] for row in model.params["grid"]] == [1]  # given: not searched
+    assert model.params["grid"][0]["val_recall@10"] >= 0.9
+    scores = model.score([seq(3, 4, 5), seq(18, 19, 20), []], ["x", "y", None])
+    assert scores.valid.tolist() == [True, True, False]
+    unseen = scores.scores.copy()
+    unseen[0, [2, 3, 4]] = unseen[1, [17, 18, 19]] = -np.inf  # a list never holds what was seen
+    top3 = np.argsort(-unseen, axis=1)[:2, :3]
+    assert 5 in top3[0] and 20 in top3[1]  # items 6 and 21, of 57 unseen
+    model.write(tmp_path)  # saved, then read onto a catalogue with a new item 61: it gets no score
+    loaded = Sasrec(_context(61), dict(model.params))
+    loaded.read(tmp_path)
+    again = loaded.score([seq(3, 4, 5)], ["x"]).scores[0]
+    assert again[:60] == pytest.approx(scores.scores[0], abs=1e-4) and again[60] == -np.inf

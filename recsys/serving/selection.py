@@ -81,9 +81,7 @@ class Selection:
         if arm is not None:
             note = f"auto serves {arm}: this user's arm of experiment {experiment.name}"
         elif name == "auto":
-            choice = self.auto_choice()
-            score = f", recall@10 {choice['recall@10']:.4f}" if choice["recall@10"] is not None else ""
-            note = f"auto serves {choice['strategy']}: {choice['reason']}{score}"
+            note = describe(self.auto_choice())
         return Choice(served, experiment, arm, note)
 
     def strategy(self, name: str = "auto", version: int | None = None) -> Strategy:
@@ -107,27 +105,46 @@ class Selection:
         return served
 
     def auto_choice(self) -> dict:
-        """{"strategy", "version", "recall@10", "evaluation", "reason"}: what ``auto`` serves, and why.
+        """{"strategy", "version", "recall@10", "new_items", "score", "evaluation", "reason"}: what
+        ``auto`` serves, and why.
 
-        The strategy with the best recall@10 in the latest temporal evaluation that can be served
-        now (a strategy that needs a model has one; an evaluated version still exists);
-        ``average`` when there is none.
+        The strategy best by one figure that counts known and new items (``judge``), from the
+        latest temporal evaluation and, where there is one, the latest cold-item evaluation; only
+        strategies that can be served now count (one that needs a model has one; an evaluated
+        version still exists). ``average`` when nothing was evaluated.
         """
         if self._auto is not None and time.monotonic() - self._auto[0] < SERVING_TTL:
             return self._auto[1]
-        choice = {"strategy": "average", "recall@10": None, "evaluation": None, "reason": "no evaluation yet"}
-        for evaluation in registry.latest_evaluations(self.workspace, split="temporal"):
-            rows = [r for r in evaluation.strategies if self._servable(r)]
-            if rows:
-                best = max(rows, key=lambda r: r["recall@10"])
-                choice = {
-                    "strategy": best["strategy"],
-                    "version": best.get("version"),
-                    "recall@10": best["recall@10"],
-                    "evaluation": evaluation.id,
-                    "reason": f"best recall@10 in evaluation {evaluation.id}",
-                }
-                break
+        choice = {
+            "strategy": "average",
+            "recall@10": None,
+            "new_items": None,
+            "evaluation": None,
+            "reason": "no evaluation yet",
+        }
+        warm = next(iter(registry.latest_evaluations(self.workspace, split="temporal")), None)
+        cold = next(iter(registry.latest_evaluations(self.workspace, split="cold-items")), None)
+        rows = [r for r in (warm.strategies if warm else []) if self._servable(r)]
+        if rows:
+            weight = self.workspace.settings.new_item_weight
+            judged = judge(rows, cold.strategies if cold else None, weight)
+            best = max(judged, key=lambda r: r["score"])
+            if cold is not None:
+                reason = (
+                    f"best of evaluations {warm.id} (known items) and {cold.id} (new items) by "
+                    f"{1 - weight:g} x recall@10 + {weight:g} x reach x new-item recall@10"
+                )
+            else:
+                reason = f"best recall@10 in evaluation {warm.id} (no cold-item evaluation yet)"
+            choice = {
+                "strategy": best["strategy"],
+                "version": best.get("version"),
+                "recall@10": best["recall@10"],
+                "new_items": best["new_items"],
+                "score": best["score"],
+                "evaluation": warm.id,
+                "reason": reason,
+            }
         self._auto = (time.monotonic(), choice)
         return choice
 
@@ -144,3 +161,35 @@ class Selection:
         if self._experiment is None or time.monotonic() - self._experiment[0] > EXPERIMENT_TTL:
             self._experiment = (time.monotonic(), experiments.running(self.workspace))
         return self._experiment[1]
+
+
+def judge(warm: list[dict], cold: list[dict] | None, weight: float) -> list[dict]:
+    """Each warm row with ``new_items`` ({"recall@10", "reach"} from the cold rows, None when there
+    are none) and ``score``: (1 - ``weight``) x recall@10 + ``weight`` x reach x new-item recall@10.
+
+    Reach is the share of new items the strategy put in anyone's list: 0 for one that ranks by
+    interactions only, which would never show a new item. Without a cold evaluation the score is
+    the warm recall@10."""
+    by_name = {r["strategy"]: r for r in cold or []}
+    out = []
+    for row in warm:
+        new = by_name.get(row["strategy"])
+        figures = {"recall@10": new["recall@10"], "reach": new.get("reach", 0.0)} if new else None
+        if cold is None:
+            score = row["recall@10"]
+        else:
+            new_figure = figures["recall@10"] * figures["reach"] if figures else 0.0
+            score = (1 - weight) * row["recall@10"] + weight * new_figure
+        out.append({**row, "new_items": figures, "score": score})
+    return out
+
+
+def describe(choice: dict) -> str:
+    """What auto serves and why, with its figures: the line the page and the API show."""
+    note = f"auto serves {choice['strategy']}: {choice['reason']}"
+    if choice.get("recall@10") is not None:
+        note += f"; recall@10 {choice['recall@10']:.4f} on known items"
+    new = choice.get("new_items")
+    if new:
+        note += f", {new['recall@10']:.4f} on new items (reaching {new['reach']:.0%} of them)"
+    return note

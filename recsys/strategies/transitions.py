@@ -22,7 +22,7 @@ from recsys.strategies.base import Catalogue, Dense, Strategy, choose_params
 #: Hyper-parameters tried on the validation events.
 GRID = [
     {"window": w, "decay": d, "half_life": h}
-    for w, d, h in itertools.product((1, 3, 10), (0.5, 0.8), (1.0, 3.0, 0.0))
+    for w, d, h in itertools.product((1, 3, 10, 30), (0.5, 0.8, 0.95), (1.0, 3.0, 0.0))
 ]
 #: Most recent distinct items of a history that score it.
 RECENT = 50

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 
@@ -39,19 +40,37 @@ class TwoTower(Strategy):
         return self._serve(model, vocab, f"{self.name}-v{row.version}", row.base_model)
 
     def fit(self, train: Mapping[str, History]) -> TwoTower:
-        """Train a model on ``train`` (hyper-parameters from ``params``), kept in memory."""
+        """Train a model on ``train`` (hyper-parameters from ``params``), kept in memory; items
+        nobody in ``train`` picked get no id row, so they borrow from look-alikes as new ones do."""
         from recsys.twotower.train import fit
 
         known = {f.name for f in fields(twotower.TwoTowerConfig)}
         config = twotower.TwoTowerConfig(**{k: v for k, v in self.params.items() if k in known})
         base_model = self.context.workspace.settings.model
         ids, raw = self._vectors(base_model)
-        model, vocab, _ = fit(ids, raw, train, config, log=self.context.log or (lambda _: None))
+        picked = {e[0] for events in train.values() for e in events}
+        left_out = frozenset(int(i) for i in ids if int(i) not in picked)  # no id row: they borrow
+        model, vocab, _ = fit(
+            ids, raw, train, config, left_out=left_out, log=self.context.log or (lambda _: None)
+        )
         return self._serve(model, vocab, f"{self.name}-fitted", base_model)
 
     @classmethod
     def trained_on(cls, params: Mapping) -> TrainedOn:
         return twotower.trained_on(params)
+
+    def write(self, folder: Path) -> None:
+        from recsys.twotower.train import write_files
+
+        write_files(folder, self.server.model, self.server.vocab)
+
+    def read(self, folder: Path) -> None:
+        """A model saved by ``write`` (inside another model's folder), served over today's items."""
+        from recsys.twotower.train import read_files
+
+        base_model = self.context.workspace.settings.model
+        ids, raw = self._vectors(base_model)
+        self._serve(*read_files(folder, ids, raw), f"{self.name}-{folder.parent.name}", base_model)
 
     def _vectors(self, base_model: str) -> tuple[np.ndarray, np.ndarray]:
         with self.context.workspace.session() as session:

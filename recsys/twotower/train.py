@@ -201,24 +201,43 @@ def train(
     return report
 
 
+def write_files(folder: Path, model, vocab: Vocabulary) -> None:
+    """A trained model's files (``FILES``) into ``folder``."""
+    model.save_weights(str(folder / "weights.weights.h5"))
+    np.save(folder / "item_ids.npy", vocab.item_ids)
+    (folder / "users.json").write_text(json.dumps(vocab.users))
+    (folder / "config.json").write_text(json.dumps(asdict(model.config)))
+    if model.center is not None:
+        np.save(folder / "center.npy", model.center)
+
+
+def read_files(folder: Path, ids: np.ndarray, raw: np.ndarray):
+    """(model, vocabulary) from ``write_files``'s folder; ``ids``, ``raw``: the stored image vectors
+    of the model's base embedder (the trained items' rows of its image table)."""
+    from recsys.twotower.model import TwoTowerModel
+
+    saved = json.loads((folder / "config.json").read_text())
+    config = TwoTowerConfig(**{"recency_half_life": 0.0, **saved})  # older versions: the plain mean
+    vocab = Vocabulary(np.load(folder / "item_ids.npy"), json.loads((folder / "users.json").read_text()))
+    center = np.load(folder / "center.npy") if (folder / "center.npy").is_file() else None
+    inputs = image_inputs(raw, center)
+    rows = vocab.item_rows(ids)
+    table = np.zeros((len(vocab.item_ids) + 1, raw.shape[1] if len(raw) else 1280), np.float32)
+    table[rows[rows > 0]] = inputs[rows > 0]
+    model = TwoTowerModel(table, len(vocab.users), config, center)
+    model.load_weights(str(folder / "weights.weights.h5"))
+    return model, vocab
+
+
 def save(
     workspace, model, vocab: Vocabulary, base_model: str, report: TrainReport, previous=None
 ) -> tuple[int, str]:
     """Weights + vocabulary as a new registry version."""
-
-    def write(folder: Path) -> None:
-        model.save_weights(str(folder / "weights.weights.h5"))
-        np.save(folder / "item_ids.npy", vocab.item_ids)
-        (folder / "users.json").write_text(json.dumps(vocab.users))
-        (folder / "config.json").write_text(json.dumps(asdict(model.config)))
-        if model.center is not None:
-            np.save(folder / "center.npy", model.center)
-
     best = report.history[report.best_epoch - 1] if report.history else {}
     version, final = registry.save(
         workspace,
         KIND,
-        write,
+        lambda folder: write_files(folder, model, vocab),
         files=FILES,
         base_model=base_model,
         params={
@@ -239,20 +258,8 @@ def save(
 
 def load(workspace, version: int | None = None):
     """(model, vocabulary, registry row) of a saved version (default: the latest)."""
-    from recsys.twotower.model import TwoTowerModel
-
     row = registry.get(workspace, KIND, version)
     folder = registry.path_of(workspace, row, FILES)
-    saved = json.loads((folder / "config.json").read_text())
-    config = TwoTowerConfig(**{"recency_half_life": 0.0, **saved})  # older versions: the plain mean
-    vocab = Vocabulary(np.load(folder / "item_ids.npy"), json.loads((folder / "users.json").read_text()))
     with workspace.session() as s:
         ids, raw = store.load_embeddings(s, row.base_model)
-    center = np.load(folder / "center.npy") if (folder / "center.npy").is_file() else None
-    inputs = image_inputs(raw, center)
-    rows = vocab.item_rows(ids)
-    table = np.zeros((len(vocab.item_ids) + 1, raw.shape[1] if len(raw) else 1280), np.float32)
-    table[rows[rows > 0]] = inputs[rows > 0]
-    model = TwoTowerModel(table, len(vocab.users), config, center)
-    model.load_weights(str(folder / "weights.weights.h5"))
-    return model, vocab, row
+    return (*read_files(folder, ids, raw), row)
