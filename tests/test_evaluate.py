@@ -250,6 +250,8 @@ def test_evaluate_cli_table_files_and_ordering(embedded_copy, tmp_path):
         "ease-recency",
         "als",
         "transitions",
+        "sasrec",
+        "hybrid",
     } and {k for _, k in rows} == {
         10,
         20,

@@ -223,6 +223,7 @@ def test_train_and_serve_ease_and_als_and_the_cold_split_cli(logged, tmp_path):
         "ease-recency",
         "als",
         "transitions",
+        "sasrec",
     }  # said honestly: nothing to rank new items by
     assert "--holdout" in one_line_error(
         run_cli("train", "--strategy", "ease", "--holdout", "2", home=logged)

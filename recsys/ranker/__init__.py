@@ -28,10 +28,14 @@ class RankerConfig:
             first by the two-tower's image profile, so a new item can reach a list at all.
         pretend_new: Share of items treated as new while the ranker trains (their interaction
             features hidden), so it learns to rank new items by their pictures.
-        new_item_slot: The place in every list kept for the best new candidate, when none ranks
-            above it (0: no such place). The ranker, left alone, ranks a new item low (no one has
-            picked it yet, which it cannot tell from "no one wants it"); this is how new items
-            get seen at all, at the cost of one place.
+        new_item_slot: The place in a list kept for an item added since the model was trained,
+            for the people whose candidates it is among the ``new_item_slot`` best by picture (0:
+            no such place). The ranker ranks an item nobody has picked yet low (it cannot tell "not
+            yet" from "not wanted"); this lets an arrival reach the people it suits best, at the
+            cost of one place in their lists, until the next training.
+        folds: Rankers trained, each stopping early on its own fifth (a fold) of the lists and
+            learning from the rest; they score together (the mean), which steadies a ranker
+            learning from a few hundred people.
         hidden: Width of the ranker's hidden layers.
         epochs: Most epochs; training stops earlier when validation recall@10 stops improving.
         patience: Epochs without improvement before stopping.
@@ -44,6 +48,7 @@ class RankerConfig:
     new_slots: int = 20
     pretend_new: float = 0.1
     new_item_slot: int = 10
+    folds: int = 5
     hidden: int = 64
     epochs: int = 60
     patience: int = 6

@@ -9,7 +9,9 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-from recsys.ranker import RankerConfig
+from recsys.early_stopping import run_epochs
+from recsys.metrics import mean_recall
+from recsys.ranker import Lists, RankerConfig
 
 
 class Ranker(keras.Model):
@@ -84,3 +86,57 @@ def pad(features: list[np.ndarray], labels: list[np.ndarray]) -> tuple[np.ndarra
     for n, (f, label) in enumerate(zip(features, labels, strict=True)):
         x[n, : len(f)], y[n, : len(f)], mask[n, : len(f)] = f, label, True
     return x, y, mask
+
+
+def train_rankers(
+    lists: Lists,
+    labels: list[np.ndarray],
+    relevant: list[set[int]],
+    config: RankerConfig,
+    rng: np.random.Generator,
+    say=print,
+) -> tuple[list[Ranker], list[dict]]:
+    """``config.folds`` rankers, each learning from the lists outside its fold and stopping early on
+    recall@10 of the lists inside it; and per fold, its best epoch and figure.
+
+    Args:
+        lists: The candidates and features, one list per person.
+        labels: Per list, 1 for each candidate the person picked in the validation events.
+        relevant: Per list, every item (catalogue row) the person picked there, candidate or not.
+        config: The hyper-parameters.
+        rng: Seeds the folds and the order of lists.
+        say: Progress lines.
+    """
+    folds = np.array_split(rng.permutation(len(lists.rows)), config.folds)
+    rankers, figures = [], []
+    for fold, held in enumerate(folds):
+        inside = set(held.tolist())
+        fit_at = [n for n in range(len(lists.rows)) if n not in inside and labels[n].any()]
+        stop_at = sorted(inside)
+        stacked = np.vstack([lists.features[n] for n in fit_at])
+        tf.keras.utils.set_random_seed(config.seed * 100 + fold)
+        ranker = Ranker(stacked.shape[1], stacked.mean(axis=0), stacked.std(axis=0), config)
+
+        def measure(ranker=ranker, stop_at=stop_at) -> float:
+            scored = ranker.scores([lists.features[n] for n in stop_at])
+            tops = [
+                lists.rows[n][np.argsort(-s, kind="stable")[:10]].tolist()
+                for n, s in zip(stop_at, scored, strict=True)
+            ]
+            return mean_recall(tops, [relevant[n] for n in stop_at])
+
+        done = run_epochs(
+            lambda ranker=ranker, fit_at=fit_at: ranker.epoch(
+                [lists.features[n] for n in fit_at], [labels[n] for n in fit_at], rng
+            ),
+            measure,
+            epochs=config.epochs,
+            patience=config.patience,
+            metric="val_recall@10",
+            snapshot=ranker.get_weights,
+            restore=ranker.set_weights,
+            say=lambda line, fold=fold: say(f"ranker {fold + 1}/{config.folds}: {line}"),
+        )
+        rankers.append(ranker)
+        figures.append({"fold": fold + 1, "epochs": done.best_epoch, "val_recall@10": round(done.best, 5)})
+    return rankers, figures

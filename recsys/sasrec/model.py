@@ -71,11 +71,12 @@ class Sasrec(keras.Model):
     @tf.function(reduce_retracing=True)
     def train_step_(self, inputs, targets):
         with tf.GradientTape() as tape:
-            hidden = self(inputs, training=True)
-            logits = self.logits(hidden)
-            mask = tf.cast(targets > 0, tf.float32)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(targets - 1, 0), logits)
-            loss = tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+            present = targets > 0  # logits only where there is a next item (a third are padding)
+            hidden = tf.boolean_mask(self(inputs, training=True), present)
+            logits = tf.matmul(hidden, self.items.embeddings[1:], transpose_b=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(tf.boolean_mask(targets, present) - 1, logits)
+            )
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer_.apply_gradients(zip(grads, self.trainable_variables, strict=True))
         return loss

@@ -23,7 +23,6 @@ import numpy as np
 
 from recsys import ids as id_lookup
 from recsys.events import History, item_sequence, recency_weights
-from recsys.metrics import mean_recall
 from recsys.ranker import RankerConfig, build_lists
 from recsys.splits import temporal_split
 from recsys.strategies.base import Dense, Strategy
@@ -57,19 +56,28 @@ def _profile_scores(histories: Sequence[History], ids: np.ndarray, vectors: np.n
     return profiles @ vectors.T
 
 
-def _with_new_item_at(rows: np.ndarray, values: np.ndarray, new: np.ndarray, slot: int) -> np.ndarray:
-    """``values`` with the best new candidate (``new`` by catalogue row) moved up to place
-    ``slot`` (1-based) when it ranks below it."""
-    fresh = np.nonzero(new[rows])[0]
-    if not len(fresh) or len(values) < slot:
+def _with_new_item_at(
+    rows: np.ndarray, values: np.ndarray, pictures: Sequence[np.ndarray], fresh: np.ndarray, slot: int
+) -> np.ndarray:
+    """``values`` with a ``fresh`` candidate (by catalogue row) moved up to place ``slot`` (1-based)
+    when the ranker placed it lower but its picture is among the person's ``slot`` best candidates
+    by one of ``pictures`` (scores over the catalogue: the two-tower's profile, the image profile).
+    """
+    candidates = np.nonzero(fresh[rows])[0]
+    if not len(candidates) or len(values) < slot:
         return values
+    best, place = None, slot
+    for picture in pictures:
+        mine = candidates[np.argmax(picture[rows[candidates]])]
+        above = int((picture[rows] > picture[rows[mine]]).sum())
+        if above < place:
+            best, place = mine, above
     order = np.argsort(-values, kind="stable")
-    best = fresh[np.argmax(values[fresh])]
-    if int(np.nonzero(order == best)[0][0]) < slot:
-        return values
+    if best is None or int(np.nonzero(order == best)[0][0]) < slot:
+        return values  # no arrival suits this person, or the ranker already shows it
     out = values.copy()
-    above, below = values[order[slot - 2]] if slot > 1 else values[order[0]] + 2.0, values[order[slot - 1]]
-    out[best] = (above + below) / 2 if slot > 1 else above
+    below = values[order[slot - 1]]
+    out[best] = (values[order[slot - 2]] + below) / 2 if slot > 1 else values[order[0]] + 1.0
     return out
 
 
@@ -79,7 +87,7 @@ class Hybrid(Strategy):
     needs_interactions = False
     files = (
         "hybrid.json",
-        "ranker.weights.h5",
+        *(f"ranker{n}.weights.h5" for n in range(RankerConfig.folds)),
         "items.npz",
         *(f"two-tower/{f}" for f in ("weights.weights.h5", "item_ids.npy", "users.json", "config.json")),
         *(f"{name}/{f}" for name in ("ease-recency", "ease") for f in EaseRecency.files),
@@ -88,8 +96,8 @@ class Hybrid(Strategy):
 
     retrievers: dict | None = None
     tower: TwoTower | None = None
-    ranker = None
-    popularity: np.ndarray | None = None
+    rankers: list | None = None
+    facts: dict | None = None
 
     @property
     def config(self) -> RankerConfig:
@@ -101,10 +109,7 @@ class Hybrid(Strategy):
     # -- fitting ---------------------------------------------------------------------------------
 
     def fit(self, train: Mapping[str, History]) -> Hybrid:
-        import tensorflow as tf
-
-        from recsys.early_stopping import run_epochs
-        from recsys.ranker.model import Ranker
+        from recsys.ranker.model import train_rankers
 
         config, log = self.config, self.context.log or (lambda _: None)
         seed = int(self.params.get("seed", 0))
@@ -124,7 +129,7 @@ class Hybrid(Strategy):
         new = self._new_items(inner.train)
         pretend = self._pretend_new(inner.train, new, config.pretend_new, rng)
         self.retrievers = early
-        self.popularity = self._popularity(inner.train, new | pretend)
+        self.facts = self._item_facts(inner.train, new | pretend)
         lists = self._lists(histories, users, new | pretend)[0]
         positions = self.context.catalogue.rows
         relevant = [set(positions(sorted(inner.test[u])).tolist()) for u in users]
@@ -132,40 +137,15 @@ class Hybrid(Strategy):
             np.isin(rows, list(rel)).astype(np.float32)
             for rows, rel in zip(lists.rows, relevant, strict=True)
         ]
-        order = rng.permutation(len(users))
-        held = set(order[: max(1, len(users) // 5)].tolist())  # lists the ranker stops on
-        fit_at = [n for n in range(len(users)) if n not in held and labels[n].any()]
-        stop_at = sorted(held)
-        stacked = np.vstack([lists.features[n] for n in fit_at])
-        tf.keras.utils.set_random_seed(seed)
-        self.ranker = Ranker(stacked.shape[1], stacked.mean(axis=0), stacked.std(axis=0), config)
-
-        def measure() -> float:
-            scored = self.ranker.scores([lists.features[n] for n in stop_at])
-            tops = [
-                lists.rows[n][np.argsort(-s, kind="stable")[:10]].tolist()
-                for n, s in zip(stop_at, scored, strict=True)
-            ]
-            return mean_recall(tops, [relevant[n] for n in stop_at])
-
-        done = run_epochs(
-            lambda: self.ranker.epoch([lists.features[n] for n in fit_at], [labels[n] for n in fit_at], rng),
-            measure,
-            epochs=config.epochs,
-            patience=config.patience,
-            metric="val_recall@10",
-            snapshot=self.ranker.get_weights,
-            restore=self.ranker.set_weights,
-            say=log,
-        )
+        self.rankers, folds = train_rankers(lists, labels, relevant, config, rng, log)
         self.retrievers = full  # serving: retrievers fitted on every training event
-        self.popularity = self._popularity(train, self._new_items(train))
+        self.facts = self._item_facts(train, self._new_items(train))
         self.params = {
             **self.params,
             **{f"{n}_params": {k: v for k, v in r.params.items() if k != "grid"} for n, r in full.items()},
             "features": lists.names,
-            "ranker_epochs": done.best_epoch,
-            "ranker_val_recall@10": round(done.best, 5),
+            "ranker_folds": folds,
+            "ranker_val_recall@10": round(float(np.mean([f["val_recall@10"] for f in folds])), 5),
         }
         return self
 
@@ -173,7 +153,7 @@ class Hybrid(Strategy):
         """Items the ranker learns to rank as if new: ``share`` of the known ones, drawn in
         proportion to the people who picked them, so that "new" teaches what a picked item looks
         like without its interactions, not that new items are the unpicked tail."""
-        people = self._popularity(train, new)["people"]
+        people = self._item_facts(train, new)["people"]
         known = np.nonzero(people > 0)[0]
         n = min(len(known), int(round(share * len(known))))
         out = np.zeros(len(new), bool)
@@ -192,7 +172,7 @@ class Hybrid(Strategy):
         seen[rows[rows >= 0]] = True
         return ~seen
 
-    def _popularity(self, train: Mapping[str, History], hidden: np.ndarray) -> dict[str, np.ndarray]:
+    def _item_facts(self, train: Mapping[str, History], hidden: np.ndarray) -> dict[str, np.ndarray]:
         """log1p of the people per item, overall and over the latest 10% of events (trend); 0 for
         ``hidden`` items (new, or treated as new)."""
         catalogue = self.context.catalogue
@@ -208,6 +188,7 @@ class Hybrid(Strategy):
             "popularity": np.log1p(overall),
             "trend": np.log1p(recent),
             "hidden": hidden,
+            "fresh": np.zeros(len(catalogue), bool),
             "people": overall,
         }
 
@@ -237,8 +218,8 @@ class Hybrid(Strategy):
         seen = [catalogue.rows(sorted({e[0] for e in h})) for h in histories]
         lengths = np.log1p([len({e[0] for e in h}) for h in histories]).astype(np.float32)
         items = {
-            "popularity": self.popularity["popularity"],
-            "trend": self.popularity["trend"],
+            "popularity": self.facts["popularity"],
+            "trend": self.facts["trend"],
             "newness": catalogue.newness.astype(np.float32),
         }
         seen = [s[s >= 0] for s in seen]
@@ -258,14 +239,20 @@ class Hybrid(Strategy):
     def score(self, histories: Sequence[History], users: Sequence[str | None]) -> Dense:
         """The ranker's scores for the candidates; every other item below them all, in the order
         of the two-tower's profile (so a list restricted to other items is still ordered)."""
-        lists, scores, valid = self._lists(histories, users, self.popularity["hidden"])
-        ranked = self.ranker.scores(lists.features)
+        lists, scores, valid = self._lists(histories, users, self.facts["hidden"])
+        ranked = [
+            np.mean(parts, axis=0)
+            for parts in zip(*(r.scores(lists.features) for r in self.rankers), strict=True)
+        ]
         below = np.clip(np.nan_to_num(scores[PICTURE], neginf=-1.0), -1.0, 1.0)
         out = np.empty(below.shape, np.float32)
-        new, slot = self.popularity["hidden"], self.config.new_item_slot
+        fresh, slot = self.facts["fresh"], self.config.new_item_slot
         for n, (rows, values) in enumerate(zip(lists.rows, ranked, strict=True)):
             out[n] = (values.min() if len(values) else 0.0) - 3.0 + below[n]
-            out[n, rows] = values if not slot else _with_new_item_at(rows, values, new, slot)
+            if slot:
+                pictures = (scores["tower_profile"][n], scores["image"][n])
+                values = _with_new_item_at(rows, values, pictures, fresh, slot)
+            out[n, rows] = values
         return Dense(out, valid)
 
     # -- the model registry ------------------------------------------------------------------
@@ -274,9 +261,10 @@ class Hybrid(Strategy):
         for name, part in {**self.retrievers, "two-tower": self.tower}.items():
             (folder / name).mkdir()
             part.write(folder / name)
-        self.ranker.save_weights(str(folder / "ranker.weights.h5"))
+        for n, ranker in enumerate(self.rankers):
+            ranker.save_weights(str(folder / f"ranker{n}.weights.h5"))
         ids = self.context.catalogue.ids
-        kept = {k: self.popularity[k] for k in ("popularity", "trend", "hidden")}
+        kept = {k: self.facts[k] for k in ("popularity", "trend", "hidden")}
         np.savez(folder / "items.npz", ids=ids, **kept)
         meta = {"config": asdict(self.config), "features": self.params["features"]}
         meta["parts"] = {name: part.params for name, part in self.retrievers.items()}
@@ -296,12 +284,16 @@ class Hybrid(Strategy):
         self.tower.read(folder / "two-tower")
         config = RankerConfig(**meta["config"])
         n = len(meta["features"])
-        self.ranker = Ranker(n, np.zeros(n, np.float32), np.ones(n, np.float32), config)
-        self.ranker.load_weights(str(folder / "ranker.weights.h5"))
+        self.rankers = []
+        for fold in range(config.folds):
+            ranker = Ranker(n, np.zeros(n, np.float32), np.ones(n, np.float32), config)
+            ranker.load_weights(str(folder / f"ranker{fold}.weights.h5"))
+            self.rankers.append(ranker)
         saved = np.load(folder / "items.npz")
         pos, known = id_lookup.find(saved["ids"], self.context.catalogue.ids)
-        self.popularity = {
+        self.facts = {
             "popularity": np.where(known, saved["popularity"][pos], 0.0).astype(np.float32),
             "trend": np.where(known, saved["trend"][pos], 0.0).astype(np.float32),
             "hidden": np.where(known, saved["hidden"][pos], True),
+            "fresh": ~known,  # added since training
         }
