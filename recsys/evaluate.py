@@ -14,7 +14,7 @@ import csv
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,10 +230,12 @@ def run(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     note: Callable[[str], None] = lambda _: None,
+    params: Mapping[str, Mapping] | None = None,
 ) -> EvaluationReport:
     """Plan, evaluate and save: what `recsys evaluate` does. Returns the stored report.
 
-    ``log``: progress lines (None: quiet); ``note``: what was left out of the plan, and why."""
+    ``log``: progress lines (None: quiet); ``note``: what was left out of the plan, and why;
+    ``params``: hyper-parameters per strategy to use instead of tuning them."""
     split, names = plan(recommender, asked, note)
     report = evaluate(
         recommender,
@@ -244,6 +246,7 @@ def run(
         bootstrap=asked.bootstrap,
         progress=progress,
         log=log,
+        params=params,
     )
     report.evaluation_id = save(recommender.workspace, report)
     return report
@@ -260,10 +263,12 @@ def evaluate(
     progress: bool = False,
     batch: int = 512,
     log=None,
+    params: Mapping[str, Mapping] | None = None,
 ) -> EvaluationReport:
     """Fit every strategy on ``split.train`` (one trained apart, such as the two-tower: its latest
     version) and score them all on the same users, in batches, through ``recommender.rank``: the
-    lists a user would be served, given only the training events."""
+    lists a user would be served, given only the training events. ``params``: hyper-parameters
+    per strategy, given instead of tuned (its grid is skipped)."""
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -293,7 +298,8 @@ def evaluate(
         if strategy == "popular":
             fitted = fallback
         elif strategies.get(strategy).fits_in_evaluation:
-            fitted = recommender.fitted(strategy, train, seed=seed)
+            given = (params or {}).get(strategy, {})
+            fitted = recommender.fitted(strategy, train, **{**given, "seed": seed})
         else:  # trained apart, for this split (``plan`` checked it with ``splits.leak``)
             fitted = recommender.strategy(strategy)
         result = StrategyResult(strategy, params=_public_params(fitted))

@@ -302,3 +302,27 @@ def test_held_out_events_are_hidden_from_the_profile(embedded_copy):
 def test_too_small_logs_give_a_clear_message(embedded_copy):
     line = one_line_error(run_cli("evaluate", home=embedded_copy))
     assert "too small to evaluate" in line
+
+
+def test_evaluate_over_several_seeds_saves_each_and_reuses_the_tuned_settings(embedded_copy, tmp_path):
+    run_cli("simulate", "--users", "80", "--events-per-user", "20", "--quiet", home=embedded_copy, check=True)
+    out = tmp_path / "seeds"
+    asked = ("evaluate", "--strategy", "random", "--strategy", "ease", "--strategy", "popular", "--k", "10")
+    proc = run_cli(*asked, "--seed", "0,1,2", "--quiet", "--out", str(out), home=embedded_copy, check=True)
+    assert "seeds 0,1,2" in proc.stdout and "paired (recall@10, per user, mean over seeds)" in proc.stdout
+    summary = json.loads((out / "seeds.json").read_text())
+    runs = [json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (0, 1, 2)]
+    assert len(set(summary["evaluation_ids"])) == 3
+    rows = {r["strategy"]: r for r in summary["summary"]}
+    for name, row in rows.items():  # the means are the seeds' own figures, averaged
+        by_seed = [next(m["recall"] for m in run["metrics"] if m["strategy"] == name) for run in runs]
+        assert row["recall_by_seed"] == pytest.approx(by_seed)
+        assert row["recall"] == pytest.approx(np.mean(by_seed))
+    assert len(set(rows["random"]["recall_by_seed"])) > 1  # the seed reaches the strategies
+    assert rows["ease"]["recall_min"] == rows["ease"]["recall_max"]  # a deterministic one does not move
+    assert "grid" in runs[0]["strategy_params"]["ease"]  # tuned once on validation events, then reused
+    assert "grid" not in runs[1]["strategy_params"]["ease"]
+    assert runs[1]["strategy_params"]["ease"]["lambda"] == runs[0]["strategy_params"]["ease"]["lambda"]
+    assert summary["paired_comparison"]["better"] == summary["summary"][0]["strategy"]
+    for bad in ("0,x", "1,1", "-1"):
+        assert "--seed" in one_line_error(run_cli(*asked, "--seed", bad, home=embedded_copy))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import sys
 from pathlib import Path
 
 import click
@@ -91,7 +93,7 @@ def simulate_cmd(
 @click.command("train")
 @click.option(
     "--strategy",
-    type=click.Choice(["two-tower", "ease", "ease-recency", "als", "transitions"]),
+    type=click.Choice(["two-tower", "hybrid", "ease", "ease-recency", "als", "transitions", "sasrec"]),
     default="two-tower",
     show_default=True,
     help="What to train; each run saves a new version to the model registry.",
@@ -145,7 +147,7 @@ def train_cmd(
     warm: bool,
     as_json: bool,
 ) -> None:
-    """Train a model on the interaction logs (two-tower, or the EASE/ALS peers); saves a new version."""
+    """Train a model on the interaction logs (the two-tower, the hybrid, or a peer); saves a new version."""
     from recsys import training
 
     log = functools.partial(click.echo, err=as_json)
@@ -160,7 +162,8 @@ def train_cmd(
                 raise RecsysError(f"{flag} is for --strategy two-tower")
         from recsys.recommend import Recommender
 
-        rec = Recommender(open_workspace(settings, needs_items=True), use_index=False, log=None)
+        notes = None if as_json else sys.stderr  # what long fits say (epochs, chosen settings)
+        rec = Recommender(open_workspace(settings, needs_items=True), use_index=False, log=notes)
         report = training.train_peer(
             rec, strategy, holdout=holdout or 0.0, split=holdout_split or "temporal", seed=seed or 0, log=log
         )
@@ -218,7 +221,14 @@ def train_cmd(
 @click.option(
     "--min-events", type=int, default=3, show_default=True, help="Fewer: the user is training-only."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the bootstrap.")
+@click.option(
+    "--seed",
+    "seed_text",
+    default="0",
+    show_default=True,
+    help="Seed of the split, the models and the bootstrap; several (0,1,2): one evaluation each, "
+    "and their means.",
+)
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Bootstrap samples.")
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Write metrics.json/.csv and a plot."
@@ -237,7 +247,7 @@ def evaluate_cmd(
     holdout,
     last_n,
     min_events,
-    seed,
+    seed_text,
     bootstrap,
     out_dir,
     embeddings: bool,
@@ -245,9 +255,12 @@ def evaluate_cmd(
     quiet: bool,
 ) -> None:
     """Compare strategies on held-out events: recall, NDCG, MAP... with bootstrap intervals."""
-    from recsys import evaluate
+    from recsys import evaluate, seeds
     from recsys.metrics import knn_accuracy
     from recsys.recommend import Recommender
+
+    seed_list = seeds.parse_seeds(seed_text)
+    seed = seed_list[0]
 
     asked = evaluate.Plan(
         split=split,
@@ -262,6 +275,9 @@ def evaluate_cmd(
         bootstrap=bootstrap,
     )
     rec = Recommender(open_workspace(settings, needs_items=True), use_index=False, log=None)
+    if len(seed_list) > 1:
+        _evaluate_seeds(rec, asked, seed_list, out_dir, as_json, quiet)
+        return
     report = evaluate.run(
         rec,
         asked,
@@ -313,6 +329,56 @@ def evaluate_cmd(
         click.echo(f"embeddings: 1-NN same-label accuracy {report.embeddings['accuracy']:.4f}")
     if out_dir:
         click.echo(f"wrote {out_dir}/metrics.json, metrics.csv, recall_at_k.png")
+
+
+def _evaluate_seeds(rec, asked, seed_list, out_dir, as_json: bool, quiet: bool) -> None:
+    """`recsys evaluate --seed 0,1,2`: each seed's evaluation, then the means over seeds."""
+    from recsys import atomic, evaluate, seeds
+
+    say = functools.partial(click.echo, err=True)
+    result = seeds.run(
+        rec,
+        asked,
+        seed_list,
+        progress=not quiet and not as_json,
+        log=None if as_json or quiet else say,
+        note=lambda message: say(f"note: {message}"),
+    )
+    summary = result.as_dict()
+    if out_dir:
+        for seed, report in zip(seed_list, result.reports, strict=True):
+            evaluate.write_files(report, Path(out_dir) / f"seed-{seed}")
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        atomic.write_text(Path(out_dir) / "seeds.json", json.dumps(summary, indent=2, default=str))
+    if as_json:
+        emit_json(summary)
+        return
+    first = result.reports[0]
+    click.echo(
+        f"{len(first.users)} users evaluated ({first.split} split), catalogue {first.catalogue_size} "
+        f"items, seeds {','.join(map(str, seed_list))} (evaluations "
+        f"{', '.join(str(r.evaluation_id) for r in result.reports)}), {summary['seconds']:.1f} s"
+    )
+    cells = [
+        {
+            "strategy": r["strategy"],
+            "recall@10 mean [min, max]": f"{r['recall']:.4f} [{r['recall_min']:.4f}, {r['recall_max']:.4f}]",
+            "ndcg@10 mean [min, max]": f"{r['ndcg']:.4f} [{r['ndcg_min']:.4f}, {r['ndcg_max']:.4f}]",
+            "by seed": " ".join(f"{v:.4f}" for v in r["recall_by_seed"]),
+            "note": "" if r["ranks_new_items"] else "cannot rank new items (no interactions)",
+        }
+        for r in summary["summary"]
+    ]
+    click.echo(table(cells, list(cells[0])))
+    c = result.comparison
+    if c:
+        click.echo(
+            f"\npaired ({c['metric']}): {c['better']} - {c['worse']} = {c['mean_difference']:+.4f} "
+            f"[{c['ci95'][0]:+.4f}, {c['ci95'][1]:+.4f}], p = {c['p_value']:.4f}; "
+            f"{c['users_better']} users better, {c['users_worse']} worse"
+        )
+    if out_dir:
+        click.echo(f"wrote {out_dir}/seeds.json and seed-N/ for each seed")
 
 
 @click.command("finetune")

@@ -61,8 +61,8 @@ def record_cmd(
     "--strategy",
     default="auto",
     show_default=True,
-    help="auto (the evaluated best), average, popular, random, ease, ease-recency, als, transitions, "
-    "two-tower.",
+    help="auto (the evaluated best), hybrid, two-tower, average, popular, random, ease, ease-recency, "
+    "als, transitions, sasrec.",
 )
 @click.option("--model-version", type=int, help="Two-tower version (default: the latest).")
 @click.option("--diversify", is_flag=True, help="Re-rank with maximal marginal relevance.")

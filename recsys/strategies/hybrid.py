@@ -117,8 +117,8 @@ class Hybrid(Strategy):
         tower_params = {k[6:]: v for k, v in self.params.items() if k.startswith("tower_")}
         self.tower = TwoTower(self.context, {"seed": seed, **tower_params}).fit(train)  # stops on them
         full, early = {}, {}
-        for name, cls in RETRIEVERS.items():
-            full[name] = cls(self.context, {"seed": seed}).fit(train)  # tuned on the same 10%
+        for name, cls in RETRIEVERS.items():  # tuned on the same 10%, unless given
+            full[name] = cls(self.context, {**self.params.get(f"{name}_params", {}), "seed": seed}).fit(train)
         for name, (base, changes) in VARIANTS.items():
             full[name] = type(full[base])(self.context, {**self._tuned(full[base]), **changes}).fit(train)
         for name, part in full.items():
