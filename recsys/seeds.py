@@ -45,11 +45,14 @@ class SeedsReport:
         seeds: The seeds.
         comparison: Paired bootstrap of the best minus the runner-up on their per-user means over
             seeds (fixed splits only; empty otherwise: the users differ between draws).
+        against_best: The same for every other strategy: {name: {"mean_difference", "ci95",
+            ...}} of that strategy minus the best (fixed splits only).
     """
 
     reports: list[evaluate.EvaluationReport]
     seeds: tuple[int, ...]
     comparison: dict = field(default_factory=dict)
+    against_best: dict = field(default_factory=dict)
 
     def rows(self, k: int = 10) -> list[dict]:
         """Per strategy: the mean, lowest and highest recall@k and NDCG@k over the seeds, best first."""
@@ -62,6 +65,8 @@ class SeedsReport:
                 row[metric] = float(np.mean(values))
                 row[f"{metric}_min"], row[f"{metric}_max"] = float(min(values)), float(max(values))
                 row[f"{metric}_by_seed"] = values
+            if name in self.against_best:
+                row["minus_best"] = self.against_best[name]
             row["ranks_new_items"] = all(
                 _result(r, name).ranks_new_items for r in self.reports if _result(r, name)
             )
@@ -122,8 +127,13 @@ def run(
         best, second = result.rows(k)[:2]
         key = f"recall@{k}"
         means = {
-            name: np.mean([_result(r, name).per_user[key] for r in reports], axis=0)
-            for name in (best["strategy"], second["strategy"])
+            s.name: np.mean([_result(r, s.name).per_user[key] for r in reports], axis=0)
+            for s in reports[0].strategies
+        }
+        result.against_best = {
+            name: paired_comparison(values, means[best["strategy"]], seed=seeds[0])
+            for name, values in means.items()
+            if name != best["strategy"]
         }
         result.comparison = {
             "metric": f"{key}, per user, mean over seeds",

@@ -324,5 +324,9 @@ def test_evaluate_over_several_seeds_saves_each_and_reuses_the_tuned_settings(em
     assert "grid" not in runs[1]["strategy_params"]["ease"]
     assert runs[1]["strategy_params"]["ease"]["lambda"] == runs[0]["strategy_params"]["ease"]["lambda"]
     assert summary["paired_comparison"]["better"] == summary["summary"][0]["strategy"]
+    best, *others = summary["summary"]
+    assert "minus_best" not in best and all(r["minus_best"]["mean_difference"] <= 0 for r in others)
+    runner_up = others[0]["minus_best"]
+    assert runner_up["mean_difference"] == pytest.approx(-summary["paired_comparison"]["mean_difference"])
     for bad in ("0,x", "1,1", "-1"):
         assert "--seed" in one_line_error(run_cli(*asked, "--seed", bad, home=embedded_copy))

@@ -365,6 +365,12 @@ def _evaluate_seeds(rec, asked, seed_list, out_dir, as_json: bool, quiet: bool) 
             "recall@10 mean [min, max]": f"{r['recall']:.4f} [{r['recall_min']:.4f}, {r['recall_max']:.4f}]",
             "ndcg@10 mean [min, max]": f"{r['ndcg']:.4f} [{r['ndcg_min']:.4f}, {r['ndcg_max']:.4f}]",
             "by seed": " ".join(f"{v:.4f}" for v in r["recall_by_seed"]),
+            "minus the best [95% CI]": (
+                f"{r['minus_best']['mean_difference']:+.4f} [{r['minus_best']['ci95'][0]:+.4f}, "
+                f"{r['minus_best']['ci95'][1]:+.4f}]"
+                if "minus_best" in r
+                else ""
+            ),
             "note": "" if r["ranks_new_items"] else "cannot rank new items (no interactions)",
         }
         for r in summary["summary"]
