@@ -3,6 +3,8 @@ letting items added after training into people's lists; ``auto`` judging known a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
@@ -12,6 +14,7 @@ from recsys import evaluate as ev
 from recsys import events, splits, store, training
 from recsys.catalog import ingest
 from recsys.embedders.runner import embed_missing
+from recsys.errors import RecsysError
 from recsys.recommend import Recommender
 from recsys.serving.selection import describe, judge
 from recsys.simulate import SimulationConfig, simulate
@@ -187,3 +190,7 @@ def test_a_saved_hybrid_reads_back_the_same(hybrid_home, tmp_path):
         np.testing.assert_allclose(
             again.score([history[u] for u in users], users).scores, scores.scores, atol=1e-5
         )
+        with Workspace(settings_for(hybrid_home, model="efficientnet-b0")) as other:
+            moved = Hybrid(dataclasses.replace(rec.context(), workspace=other), {})
+            with pytest.raises(RecsysError, match="serve with --model efficientnet-lite0"):
+                moved.read(tmp_path)  # its scores were learnt over other vectors

@@ -154,7 +154,12 @@ class Selection:
             return False
         if row.get("version") is not None and not registry.exists(self.workspace, cls.name, row["version"]):
             return False
-        return not cls.needs_model or registry.latest(self.workspace, cls.name) is not None
+        if not cls.needs_model:
+            return True
+        latest = registry.latest(self.workspace, cls.name)
+        if latest is None:
+            return False
+        return not cls.bound_to_vectors or latest.base_model == self.workspace.settings.model
 
     def experiment(self) -> experiments.Experiment | None:
         """The running experiment, if any (asked again after 5 s: a stop takes effect that fast)."""

@@ -113,6 +113,8 @@ class Strategy(ABC):
     needs_interactions: ClassVar[bool] = True
     #: Its lists follow the history, so each item is explained by the history item nearest to it.
     explains: ClassVar[bool] = True
+    #: A saved version serves only over the vectors (``--model``) it was trained with.
+    bound_to_vectors: ClassVar[bool] = False
     #: The files ``write`` saves, which make a registry version complete (``recsys doctor`` checks).
     files: ClassVar[tuple[str, ...]] = ()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys import ids as id_lookup
+from recsys.errors import RecsysError
 from recsys.events import History, item_sequence, recency_weights
 from recsys.ranker import RankerConfig, build_lists
 from recsys.splits import temporal_split
@@ -85,6 +86,7 @@ class Hybrid(Strategy):
     name = "hybrid"
     needs_model = True
     needs_interactions = False
+    bound_to_vectors = True
     files = (
         "hybrid.json",
         *(f"ranker{n}.weights.h5" for n in range(RankerConfig.folds)),
@@ -267,6 +269,7 @@ class Hybrid(Strategy):
         kept = {k: self.facts[k] for k in ("popularity", "trend", "hidden")}
         np.savez(folder / "items.npz", ids=ids, **kept)
         meta = {"config": asdict(self.config), "features": self.params["features"]}
+        meta["vectors"] = self.context.workspace.settings.model  # what its scores were learnt over
         meta["parts"] = {name: part.params for name, part in self.retrievers.items()}
         (folder / "hybrid.json").write_text(json.dumps(meta, default=str))
 
@@ -275,6 +278,12 @@ class Hybrid(Strategy):
         from recsys.ranker.model import Ranker
 
         meta = json.loads((folder / "hybrid.json").read_text())
+        model = self.context.workspace.settings.model
+        if meta.get("vectors", model) != model:
+            raise RecsysError(
+                f"hybrid {folder.name} ranks over the vectors of {meta['vectors']}, not {model}: "
+                f"serve with --model {meta['vectors']} (RECSYS_MODEL), or train it again"
+            )
         self.retrievers = {}
         for name, params in meta["parts"].items():
             cls = RETRIEVERS[VARIANTS[name][0]] if name in VARIANTS else RETRIEVERS[name]
