@@ -100,6 +100,7 @@ class Hybrid(Strategy):
     tower: TwoTower | None = None
     rankers: list | None = None
     facts: dict | None = None
+    played_new: np.ndarray | None = None  # item ids
 
     @property
     def config(self) -> RankerConfig:
@@ -132,7 +133,9 @@ class Hybrid(Strategy):
         pretend = self._pretend_new(inner.train, new, config.pretend_new, rng)
         self.retrievers = early
         self.facts = self._item_facts(inner.train, new | pretend)
+        self.played_new = self.context.catalogue.ids[pretend]
         lists = self._lists(histories, users, new | pretend)[0]
+        self.played_new = None
         positions = self.context.catalogue.rows
         relevant = [set(positions(sorted(inner.test[u])).tolist()) for u in users]
         labels = [
@@ -197,17 +200,18 @@ class Hybrid(Strategy):
     # -- scoring ---------------------------------------------------------------------------------
 
     def _retrieve(self, histories: Sequence[History], users: Sequence[str | None]):
-        """Every retriever's (histories, items) scores over the catalogue, and which it could score."""
+        """Every retriever's (histories, items) scores over the catalogue, and which it could score.
+        Items played as new (``played_new``, while the ranker learns) get the two-tower vectors a
+        new item would: borrowed from look-alikes, their own id rows unused."""
         scores, valid = {}, {}
         for name, retriever in self.retrievers.items():
             result = retriever.score(histories, users)
             scores[name], valid[name] = result.scores, result.valid
         queries = self.tower.score(histories, users)
         space, image = queries.space, self.context.image_space()
-        scores["tower"] = self._on_catalogue(space.ids, queries.vectors @ space.matrix.T)
-        scores["tower_profile"] = self._on_catalogue(
-            space.ids, _profile_scores(histories, space.ids, space.matrix)
-        )
+        matrix = self.tower.item_matrix(self.played_new)
+        scores["tower"] = self._on_catalogue(space.ids, queries.vectors @ matrix.T)
+        scores["tower_profile"] = self._on_catalogue(space.ids, _profile_scores(histories, space.ids, matrix))
         scores["image"] = self._on_catalogue(image.ids, _profile_scores(histories, image.ids, image.matrix))
         for name in ("tower", "tower_profile", "image"):
             valid[name] = queries.valid

@@ -72,6 +72,30 @@ class TwoTower(Strategy):
         ids, raw = self._vectors(base_model)
         self._serve(*read_files(folder, ids, raw), f"{self.name}-{folder.parent.name}", base_model)
 
+    def item_matrix(self, as_new: np.ndarray | None = None) -> np.ndarray:
+        """The item vectors (rows of ``space``), those of the ids in ``as_new`` borrowed from
+        their look-alikes among the others, as an item added after training gets them: for
+        learning how a new item's scores look without its interactions showing through."""
+        matrix = self.space.matrix
+        if as_new is None or not len(as_new):
+            return matrix
+        from recsys.twotower.serve import borrowed_vectors
+
+        server, config = self.server, self.server.model.config
+        hide = np.isin(self.space.ids, as_new)
+        known = (server.vocab.item_rows(self.space.ids) != 0) & ~hide
+        if not hide.any() or not known.any():
+            return matrix
+        out = matrix.copy()
+        out[hide] = borrowed_vectors(
+            server.raw[hide],
+            server.raw[known],
+            matrix[known],
+            config.new_item_neighbours,
+            config.new_item_temperature,
+        )
+        return out
+
     def _vectors(self, base_model: str) -> tuple[np.ndarray, np.ndarray]:
         with self.context.workspace.session() as session:
             return store.load_embeddings(session, base_model)
