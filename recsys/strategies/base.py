@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from recsys import ids as id_lookup
-from recsys.events import FrozenHistories, History, weighted_items
+from recsys.events import FrozenHistories, History, item_sequence, recency_weights, weighted_items
 from recsys.metrics import mean_recall
 from recsys.space import VectorSpace
 from recsys.splits import TrainedOn, temporal_split
@@ -168,6 +168,25 @@ def _derived(source, catalogue: Catalogue, max_weight: float, build: Callable):
     if derived is not None:
         derived[key] = (catalogue, (matrix.copy(), list(users)))
     return matrix, users
+
+
+def recency_rows(
+    histories: Sequence[History], catalogue: Catalogue, half_life: float, last: int | None = None
+):
+    """histories x catalogue sparse matrix (scipy CSR) of each history's distinct items, the latest
+    weighing 1 and the weight halving every ``half_life`` items back (0: all 1); ``last``: only the
+    latest so many items. Items not in the catalogue are left out."""
+    from scipy.sparse import csr_matrix
+
+    rows, cols, vals = [], [], []
+    for n, history in enumerate(histories):
+        positions = catalogue.rows(item_sequence(history)[-last:] if last else item_sequence(history))
+        weights = recency_weights(len(positions), half_life)[positions >= 0]
+        positions = positions[positions >= 0]
+        rows.extend([n] * len(positions))
+        cols.extend(positions.tolist())
+        vals.extend(weights.tolist())
+    return csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(len(histories), len(catalogue)))
 
 
 def interaction_matrix(train: Mapping[str, History], catalogue: Catalogue, max_weight: float):

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from recsys.events import History, item_sequence, recency_weights
-from recsys.strategies.base import Dense, choose_params
+from recsys.events import History
+from recsys.strategies.base import Dense, choose_params, recency_rows
 from recsys.strategies.ease import GRID as LAMBDAS
 from recsys.strategies.ease import Ease
 
@@ -51,17 +51,6 @@ class EaseRecency(Ease):
         return self
 
     def score(self, histories: Sequence[History], users: Sequence[str | None]) -> Dense:
-        from scipy.sparse import csr_matrix
-
-        catalogue = self.context.catalogue
         half_life = float(self.params.get("half_life") or 0.0)
-        rows, cols, vals = [], [], []
-        for n, history in enumerate(histories):
-            positions = catalogue.rows(item_sequence(history))
-            weights = recency_weights(len(positions), half_life)[positions >= 0]
-            positions = positions[positions >= 0]
-            rows.extend([n] * len(positions))
-            cols.extend(positions.tolist())
-            vals.extend(weights.tolist())
-        x = csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(len(histories), len(catalogue)))
+        x = recency_rows(histories, self.context.catalogue, half_life)
         return Dense(np.asarray(x @ self.weights), np.diff(x.indptr) > 0)

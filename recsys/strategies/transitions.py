@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys import ids as id_lookup
-from recsys.events import History, item_sequence, recency_weights
-from recsys.strategies.base import Catalogue, Dense, Strategy, choose_params
+from recsys.events import History, item_sequence
+from recsys.strategies.base import Catalogue, Dense, Strategy, choose_params, recency_rows
 
 #: Hyper-parameters tried on the validation events.
 GRID = [
@@ -81,19 +81,8 @@ class Transitions(Strategy):
         return self
 
     def score(self, histories: Sequence[History], users: Sequence[str | None]) -> Dense:
-        from scipy.sparse import csr_matrix
-
-        catalogue = self.context.catalogue
         half_life = float(self.params.get("half_life") or 0.0)
-        rows, cols, vals = [], [], []
-        for n, history in enumerate(histories):
-            positions = catalogue.rows(item_sequence(history)[-RECENT:])
-            weights = recency_weights(len(positions), half_life)[positions >= 0]
-            positions = positions[positions >= 0]
-            rows.extend([n] * len(positions))
-            cols.extend(positions.tolist())
-            vals.extend(weights.tolist())
-        x = csr_matrix((np.asarray(vals, np.float32), (rows, cols)), shape=(len(histories), len(catalogue)))
+        x = recency_rows(histories, self.context.catalogue, half_life, last=RECENT)
         return Dense((x @ self.matrix).toarray(), np.diff(x.indptr) > 0)
 
     # -- the model registry ------------------------------------------------------------------
