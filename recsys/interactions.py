@@ -56,11 +56,38 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 FUTURE_SLACK = timedelta(days=1)
 
 
+#: What became of each event given to ``record``, in ``RecordReport.outcomes``.
+STORED, DUPLICATE = "stored", "duplicate"
+INVALID, UNKNOWN_ITEM, CONFLICT = "invalid", "unknown_item", "conflict"
+
+
 @dataclass
 class RecordReport:
+    """What a write did.
+
+    Attributes:
+        stored: Events stored.
+        duplicates: Events whose user already had their ``event_key`` with the same payload.
+        rejected: (where, why) of each event refused: its position, or a CSV's file and row.
+        outcomes: For each event given, in order: ``STORED``, ``DUPLICATE``, ``INVALID``,
+            ``UNKNOWN_ITEM`` or ``CONFLICT`` (the API's per-event answer to a batch).
+    """
+
     stored: int = 0
     duplicates: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
+    outcomes: list[str] = field(default_factory=list)
+
+    def reasons(self) -> dict[int, str]:
+        """Position -> why, of the events ``record`` refused."""
+        return {int(where): why for where, why in self.rejected if where.isdigit()}
+
+    def add(self, other: RecordReport, offset: int) -> None:
+        """Append the report of the next chunk, whose first event is event ``offset`` of the whole."""
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.rejected += [(str(offset + int(w)) if w.isdigit() else w, why) for w, why in other.rejected]
+        self.outcomes += other.outcomes
 
     def as_dict(self) -> dict:
         return {
@@ -155,7 +182,7 @@ def record(
 
     ``known`` caches item and user ids across calls (the web server passes one per process).
     """
-    report = RecordReport()
+    report = RecordReport(outcomes=[INVALID] * len(events))
     good: list[tuple[int, NewEvent]] = []
     max_weight = workspace.settings.max_weight
     known = known or KnownIds()
@@ -181,20 +208,39 @@ def record(
             raise NotFound(f"unknown item {e.item!r}")
         else:
             report.rejected.append((str(n), f"unknown item {e.item!r}"))
+            report.outcomes[n] = UNKNOWN_ITEM
     if kept:
         stored, conflicts = store.retry_on_busy(lambda: _write(workspace, kept, known))
         if conflicts and strict:
             raise Conflict(conflicts[0][1])
-        report.stored += stored
-        report.duplicates += len(kept) - stored - len(conflicts)
+        report.stored += len(stored)
+        report.duplicates += len(kept) - len(stored) - len(conflicts)
         report.rejected.extend((str(n), reason) for n, reason in conflicts)
+        for n, _ in kept:
+            report.outcomes[n] = STORED if n in stored else DUPLICATE
+        for n, _ in conflicts:
+            report.outcomes[n] = CONFLICT
+        report.rejected.sort(key=lambda r: int(r[0]))
+    return report
+
+
+def record_in_chunks(
+    workspace, events: Sequence[NewEvent], *, chunk: int = 500, known: KnownIds | None = None
+) -> RecordReport:
+    """Store a batch, one transaction per ``chunk`` events, each event standing on its own: the
+    bad ones are refused (``outcomes`` says which, and why) and the others kept. A chunk holds
+    SQLite's write lock briefly, so single events and impressions are not kept waiting."""
+    report = RecordReport()
+    for start in range(0, len(events), chunk):
+        report.add(record(workspace, events[start : start + chunk], strict=False, known=known), start)
     return report
 
 
 def _write(
     workspace, numbered: list[tuple[int, NewEvent]], known: KnownIds
-) -> tuple[int, list[tuple[int, str]]]:
-    """Insert the events; return how many were new and which keyed ones contradict a stored one.
+) -> tuple[set[int], list[tuple[int, str]]]:
+    """Insert the events; return the positions of those that were new, and which keyed ones
+    contradict a stored one.
 
     One transaction on a plain connection; a user seen before costs no statement at all.
     """
@@ -213,6 +259,9 @@ def _write(
                 query = select(store.User.key, store.User.id).where(store.User.key.in_(chunk))
                 found.update(conn.execute(query).all())
         user_ids, item_ids = {**known.users, **found}, known.items
+        # one order for every writer, so concurrent PostgreSQL inserts of the same keys cannot
+        # deadlock; stable, so of two events with one key, the first given is the one stored
+        ordered = sorted(numbered, key=lambda ne: ne[1].event_key or "")
         rows = [
             {
                 "user_id": user_ids[e.user],
@@ -223,11 +272,20 @@ def _write(
                 "event_key": e.event_key,
                 "request_id": e.request_id,
             }
-            # one order for every writer, so concurrent PostgreSQL inserts of the same keys cannot deadlock
-            for e in sorted(events, key=lambda e: e.event_key or "")
+            for _, e in ordered
         ]
-        stored = store.insert_ignoring_duplicates(conn, store.Interaction, rows)
-        conflicts = [] if stored == len(rows) else _conflicts(conn, numbered, user_ids, item_ids)
+        new_keys = {
+            (user_id, key)
+            for user_id, key in store.inserted(conn, store.Interaction, rows, ("user_id", "event_key"))
+        }
+        stored: set[int] = set()
+        for n, e in ordered:
+            if e.event_key is None:
+                stored.add(n)
+            elif (user_ids[e.user], e.event_key) in new_keys:
+                stored.add(n)
+                new_keys.discard((user_ids[e.user], e.event_key))  # a second one with this key was not
+        conflicts = [] if len(stored) == len(rows) else _conflicts(conn, numbered, user_ids, item_ids)
     known.remember(known.users, found)  # only once committed: a rolled-back user has no id
     return stored, conflicts
 

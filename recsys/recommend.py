@@ -21,7 +21,7 @@ from recsys import store, strategies
 from recsys.errors import NotFound, RecsysError
 from recsys.events import History, strongest_events
 from recsys.impressions import ImpressionLog, Shown, new_request_id
-from recsys.interactions import KnownIds, NewEvent, RecordReport, record
+from recsys.interactions import KnownIds, NewEvent, RecordReport, record, record_in_chunks
 from recsys.keys import item_key, user_key
 from recsys.serving import ranking
 from recsys.serving.items import Descriptions, check_labels, load_catalogue
@@ -127,6 +127,11 @@ class Recommender:
         a page visitor's network, hashed (``NewEvent``)."""
         event_ = NewEvent(user, item, event, at, weight, event_key, request_id, origin)
         return record(self.workspace, [event_], known=self.known)
+
+    def record_many(self, events: Sequence[NewEvent]) -> RecordReport:
+        """Store a batch (a site's back end forwarding its events): each event stands on its own,
+        ``outcomes`` says what became of each, one transaction per chunk."""
+        return record_in_chunks(self.workspace, events, known=self.known)
 
     def remember_items(self) -> None:
         """Look up every item's id, key, label and title once (serving): recording an event then

@@ -41,7 +41,8 @@ class Settings:
             ``max_pixels`` because a decoded upload lives in the server's memory.
         upload_decodes: Uploads decoded at once per server process; more wait a second, then 503.
         cookie_secure: Mark the session cookie Secure (set it when the site is served over HTTPS).
-        limit_api_writes: Rate limit on API writes, per token (Flask-Limiter syntax).
+        limit_api_writes: Rate limit on API writes, per token, counted in events (a batch of 1,000
+            costs 1,000; Flask-Limiter syntax). A minute's window, so that a whole batch fits.
         limit_api_reads: Rate limit on API reads (recommendations, similar items), per token: each
             list read is logged as shown.
         limit_page_writes: Rate limit on clicks recorded from the page, per client address.
@@ -85,7 +86,7 @@ class Settings:
     upload_max_pixels: int = 16_000_000
     upload_decodes: int = 2
     cookie_secure: bool = False
-    limit_api_writes: str = "300 per second"
+    limit_api_writes: str = "60000 per minute"
     limit_api_reads: str = "200 per second"
     limit_page_writes: str = "60 per minute"
     limit_page_reads: str = "300 per minute"

@@ -336,20 +336,29 @@ def check_text(value: str, what: str, max_length: int | None = None) -> str:
 
 def insert_ignoring_duplicates(session: Session | Connection, model: type[Base], rows: Sequence[dict]) -> int:
     """Insert rows, silently skipping any that collide with a unique key; return rows inserted."""
+    return len(inserted(session, model, rows, ("id",)))
+
+
+def inserted(
+    session: Session | Connection, model: type[Base], rows: Sequence[dict], columns: tuple[str, ...]
+) -> list[tuple]:
+    """Insert rows, skipping any that collide with a unique key; ``columns`` of the rows inserted
+    (which of several events were new, without a query after the insert)."""
     if not rows:
-        return 0
+        return []
     conn = session if isinstance(session, Connection) else session.connection()
-    return len(conn.execute(_insert_or_skip(conn.dialect.name, model.__table__), list(rows)).all())
+    statement = _insert_or_skip(conn.dialect.name, model.__table__, columns)
+    return [tuple(r) for r in conn.execute(statement, list(rows))]
 
 
 @functools.cache
-def _insert_or_skip(dialect: str, table):
+def _insert_or_skip(dialect: str, table, columns: tuple[str, ...]):
     """Built once per table: an event write is on the serving path."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing().returning(table.c.id)
+    return insert(table).on_conflict_do_nothing().returning(*(table.c[name] for name in columns))
 
 
 def item_ids(session: Session | Connection, keys: Iterable[str]) -> dict[str, int]:

@@ -99,7 +99,8 @@ def test_api_status_codes(client, app, auth):
     assert client.get("/api/health").get_json()["embedded"] == 200
     bad = [
         client.post("/api/events", data="{not json", content_type="application/json", headers=auth),
-        client.post("/api/events", json=["a", "list"], headers=auth),
+        client.post("/api/events", json="a string", headers=auth),
+        client.post("/api/events", json=[], headers=auth),
         client.post("/api/events", json={"user": "u"}, headers=auth),
         client.post("/api/events", json={"user": 5, "item": TULIP}, headers=auth),
         client.post("/api/events", json={"user": "u", "item": TULIP, "event": "stare"}, headers=auth),

@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 from flask import Flask, abort, g, request
 from flask_limiter import Limiter
 from flask_wtf.csrf import CSRFProtect
-from werkzeug.exceptions import ServiceUnavailable
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from recsys.settings import Settings
 from web import counters
 from web.errors import error_response, http_headers
 from web.identity import visitor
+from web.params import MAX_BATCH_BYTES
 
 #: Largest JSON body the API reads, and the deepest nesting it parses.
 MAX_JSON_BYTES = 64 * 1024
@@ -59,9 +60,9 @@ def token_or_address() -> str:
     return f"token:{token.name}" if token is not None else client_address()
 
 
-#: endpoint -> (setting holding the limit, whom it counts, exempt when)
+#: endpoint -> (setting holding the limit, whom it counts, exempt when[, what a request costs])
 LIMITS = {
-    "api.events": [("limit_api_writes", token_or_address, None)],
+    "api.events": [("limit_api_writes", token_or_address, None, lambda: events_in_body())],
     "api.recommendations": [("limit_api_reads", token_or_address, None)],
     "api.similar": [("limit_api_reads", token_or_address, None)],
     "api.search": [("limit_uploads", token_or_address, None)],
@@ -97,10 +98,10 @@ def apply_limits(app: Flask, settings: Settings) -> Limiter:
     )
     for endpoint, limits in LIMITS.items():
         view = app.view_functions[endpoint]
-        for setting, key, exempt in limits:
-            view = limiter.shared_limit(
-                getattr(settings, setting), setting, key_func=key, exempt_when=exempt
-            )(view)
+        for setting, key, exempt, *cost in limits:
+            limit = getattr(settings, setting)
+            cost = cost[0] if cost else 1
+            view = limiter.shared_limit(limit, setting, key_func=key, exempt_when=exempt, cost=cost)(view)
         app.view_functions[endpoint] = view
     return limiter
 
@@ -154,24 +155,56 @@ def _no_repeats(pairs: list) -> dict:
     return dict(pairs)
 
 
-def json_object() -> dict:
-    """The request body as a JSON object, bounded in size and depth; NaN/Infinity are refused."""
-    if request.mimetype != "application/json":  # exactly what the document says, not any "+json"
-        abort(415, description="send Content-Type: application/json with a JSON object")
-    if (request.content_length or 0) > MAX_JSON_BYTES:
-        abort(413, description=f"JSON bodies are limited to {MAX_JSON_BYTES // 1024} KB")
-    raw = request.get_data(cache=False)
-    if len(raw) > MAX_JSON_BYTES:
-        abort(413, description=f"JSON bodies are limited to {MAX_JSON_BYTES // 1024} KB")
+def json_value(max_bytes: int = MAX_JSON_BYTES):
+    """The request body as JSON, bounded in size and depth; NaN/Infinity and repeated names are
+    refused. Read once per request, its refusal too (the write limit counts a batch's events
+    before the view runs, and the body can be read only once)."""
+    if "json_body" in g:
+        return g.json_body
+    if "json_refused" in g:
+        raise g.json_refused
     try:
-        body = json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_no_repeats)
+        g.json_body = _parse_json(max_bytes)
+    except HTTPException as exc:
+        g.json_refused = exc
+        raise
+    return g.json_body
+
+
+def _parse_json(max_bytes: int):
+    if request.mimetype != "application/json":  # exactly what the document says, not any "+json"
+        abort(415, description="send Content-Type: application/json with a JSON object or array")
+    too_big = f"JSON bodies are limited to {max_bytes // 1024} KB"
+    if (request.content_length or 0) > max_bytes:
+        abort(413, description=too_big)
+    raw = request.get_data(cache=False)
+    g.json_bytes = len(raw)
+    if len(raw) > max_bytes:
+        abort(413, description=too_big)
+    try:
+        return json.loads(raw, parse_constant=_no_constants, object_pairs_hook=_no_repeats)
     except RecursionError:
         abort(400, description="JSON nested too deeply")
     except (ValueError, UnicodeDecodeError) as exc:
         abort(400, description=f"body is not valid JSON ({str(exc).splitlines()[0][:120]})")
+
+
+def json_object() -> dict:
+    """The request body as a JSON object (``json_value``'s bounds)."""
+    body = json_value()
     if not isinstance(body, dict):
         abort(400, description="send a JSON object")
     return body
+
+
+def events_in_body() -> int:
+    """What a write costs against its rate limit: the events a batch holds (a single event, or a
+    body that will be refused, costs 1). Never raises: the view says what is wrong with a body."""
+    try:
+        body = json_value(MAX_BATCH_BYTES)
+    except HTTPException:
+        return 1
+    return max(1, len(body)) if isinstance(body, list) else 1
 
 
 def item_id(value: int) -> int:

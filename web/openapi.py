@@ -13,7 +13,7 @@ from recsys.keys import USER_KEY_LENGTH
 from recsys.recommend import STRATEGIES
 from recsys.store import KEY_LENGTH
 from recsys.strategies import REGISTRY
-from web.params import MAX_K
+from web.params import MAX_BATCH_EVENTS, MAX_K
 
 UPLOAD_DESCRIPTION = (
     "a JPEG, PNG, WebP, GIF, BMP or TIFF picture, up to 8 MB and 16 megapixels; its type is read "
@@ -154,6 +154,41 @@ def document() -> dict:
                     "required": ["stored", "duplicate"],
                     "properties": {"stored": {"type": "integer"}, "duplicate": {"type": "boolean"}},
                 },
+                "Events": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": MAX_BATCH_EVENTS,
+                    "items": {"$ref": "#/components/schemas/Event"},
+                    "description": f"a batch: 1 to {MAX_BATCH_EVENTS} events, up to 1 MB, each "
+                    "stored, a duplicate or refused on its own (one transaction per 500)",
+                },
+                "Result": {
+                    "type": "object",
+                    "required": ["result"],
+                    "properties": {
+                        "result": {"type": "string", "enum": ["stored", "duplicate", "error"]},
+                        "status": {
+                            "type": "integer",
+                            "enum": [400, 404, 409],
+                            "description": "an error's status, as if the event had been sent alone",
+                        },
+                        "message": {"type": "string", "description": "what is wrong with the event"},
+                    },
+                },
+                "BatchStored": {
+                    "type": "object",
+                    "required": ["stored", "duplicates", "errors", "results"],
+                    "properties": {
+                        "stored": {"type": "integer", "minimum": 0},
+                        "duplicates": {"type": "integer", "minimum": 0},
+                        "errors": {"type": "integer", "minimum": 0},
+                        "results": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Result"},
+                            "description": "one per event sent, in the order sent",
+                        },
+                    },
+                },
                 "Health": {
                     "type": "object",
                     "required": ["status", "items", "embedded", "model"],
@@ -210,19 +245,45 @@ def document() -> dict:
             },
             "/api/events": {
                 "post": {
-                    "summary": "Record what a user did (the user is created on first sight)",
+                    "summary": "Record what a user did (the user is created on first sight), "
+                    "one event or a batch",
+                    "description": "A JSON object is one event; a JSON array is a batch of up to "
+                    f"{MAX_BATCH_EVENTS}, answered 200 with each event's result in order. The write "
+                    "rate limit counts events: a batch of 1,000 costs 1,000.",
                     "requestBody": {
                         "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Event"}}},
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Event"},
+                                        {"$ref": "#/components/schemas/Events"},
+                                    ]
+                                }
+                            }
+                        },
                     },
                     "responses": {
                         "201": _ok("stored", "Stored"),
-                        "200": _ok("this user already has this event_key with this payload", "Stored"),
-                        "400": _error("malformed"),
+                        "200": {
+                            "description": "one event: this user already has this event_key with this "
+                            "payload; a batch: each event's result",
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "oneOf": [
+                                            {"$ref": "#/components/schemas/Stored"},
+                                            {"$ref": "#/components/schemas/BatchStored"},
+                                        ]
+                                    }
+                                }
+                            },
+                        },
+                        "400": _error("malformed, or a batch of 0 or over 1,000 events"),
                         **AUTH_ERRORS,
                         "404": _error("unknown item"),
                         "409": _error("this user's event_key is stored with another payload"),
-                        "413": _error("body larger than 64 KB"),
+                        "413": _error("one event larger than 64 KB, a batch larger than 1 MB"),
                         "415": _error("not JSON"),
                         "429": _error("rate limit (Retry-After says when to come back)"),
                     },

@@ -9,6 +9,9 @@ from flask import abort, request
 from recsys.recommend import STRATEGIES
 
 MAX_K = 100
+#: Largest batch of events (POST /api/events with a JSON array), in events and in bytes.
+MAX_BATCH_EVENTS = 1000
+MAX_BATCH_BYTES = 1024 * 1024
 
 
 def k(default: int) -> int:
