@@ -65,9 +65,13 @@ class VectorSpace:
         """Row numbers of the given ids; ids without a vector are dropped."""
         return id_lookup.rows(self.ids, item_ids)
 
-    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, query: np.ndarray, k: int, exclude: set[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids) of the ``k`` best items; the index leaves ``exclude`` out (the exact
+        search returns them: ``retrieve`` fetches past them)."""
         if self.index is not None:
-            return self.index.search(query, k)
+            return self.index.search(query, k, exclude)
         scores, rows = exact_search(self.matrix, query, k)
         return scores, np.where(rows >= 0, self.ids[np.clip(rows, 0, None)], -1)
 
@@ -90,13 +94,14 @@ def retrieve(
 ) -> list[tuple[int, float]]:
     """The ``k`` best (item id, score) for ``query``, skipping ``exclude`` and disallowed labels.
 
-    Over-fetches by the size of the exclusion set and widens the search until ``k`` survive or the
-    catalogue is exhausted, so excluded items never push the list below ``k``.
+    The index leaves the excluded items out as it searches; the exact search over-fetches by their
+    number. Either way the search widens until ``k`` survive the label filter or the catalogue is
+    exhausted, so neither exclusions nor labels push the list below ``k``.
     """
     n = len(space.ids)
-    fetch = min(n, k + len(exclude) + 10)
+    fetch = min(n, k + 10 if space.index is not None else k + len(exclude) + 10)
     while True:
-        scores, ids = space.search(query, fetch)
+        scores, ids = space.search(query, fetch, exclude)
         hits = []
         for score, item_id in zip(scores[0], ids[0], strict=True):
             item_id = int(item_id)

@@ -207,6 +207,35 @@ def test_index_types_agree_with_exact_search(ws, factory):
     assert overlap >= (10 if factory in ("Flat", "HNSW32", "PCA64,HNSW32,RFlat") else 5)
 
 
+@pytest.mark.parametrize(
+    "factory", ["Flat", "HNSW32", "PCA48,HNSW32,RFlat", "IVF8,Flat", "IVF8,PQ16x4", "PQ16x4"]
+)
+def test_an_index_leaves_excluded_items_out_while_it_searches(factory):
+    """Excluded ids never come back; the rest are the exact search's where the index is exact, and
+    mostly those the index finds searching past the excluded where it is not (PQ16x4: no selector
+    reaches it, so it does search past them)."""
+    rng = np.random.default_rng(3)
+    cluster = rng.integers(0, 8, 2000)
+    matrix = (rng.normal(size=(8, 64))[cluster] + 0.3 * rng.normal(size=(2000, 64))).astype(np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    ids = rng.permutation(np.arange(10, 10 + 2000) * 7)  # ids in no particular order
+    index = ItemIndex.build(ids, matrix, model="m", factory=factory)
+    history = np.flatnonzero(cluster == 0)[:40]  # a user who viewed 40 items of one kind
+    query = matrix[history].mean(axis=0)
+    excluded = set(ids[history].tolist()) | {123456789}  # and an id the index does not have
+    scores, found = index.search(query, 10, excluded)
+    assert not set(found[0].tolist()) & excluded and (found[0] >= 0).all()
+    assert np.all(np.diff(scores[0]) <= 1e-6)  # best first
+    if factory in ("Flat", "HNSW32", "IVF8,Flat"):
+        exact = matrix @ query
+        exact[history] = -np.inf
+        assert set(found[0].tolist()) == set(ids[np.argsort(-exact)[:10]].tolist())
+    else:
+        _, wide = index.search(query, 10 + len(excluded) + 10)
+        past = [i for i in wide[0].tolist() if i not in excluded][:10]
+        assert len(set(found[0].tolist()) & set(past)) >= 6
+
+
 def test_auto_index_choice():
     assert choose_factory(1_000, 1280) == "Flat"
     assert choose_factory(10_000, 1280) == "PCA256,HNSW32,RFlat" == choose_factory(200_000, 1280)
