@@ -1,9 +1,10 @@
 """16 writers at once, 1,000 events each, through the HTTP API and the CLI: each stored exactly once.
 
-Eight threads, each with its own write token, post single events to `recsys serve` (gunicorn, two
-worker processes); eight processes run `recsys record --csv` chunk after chunk. Both sides re-send
-part of what they already sent, as a client does after a timeout, and retry on errors with the same
-event keys. The database must end up with every event once: no loss, no duplicate.
+Eight threads, each with its own write token, post to `recsys serve` (gunicorn, two worker
+processes): four send single events, four batches of 50; eight processes run `recsys record --csv`
+chunk after chunk. All of them re-send part of what they already sent, as a client does after a
+timeout, and retry on errors with the same event keys. The database must end up with every event
+once: no loss, no duplicate.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tests.conftest import (
 
 API_WRITERS, CLI_WRITERS, EVENTS_PER_WRITER = 8, 8, 1000
 CLI_CHUNKS = 4  # `recsys record --csv` runs per CLI writer (plus one repeated chunk)
-RESEND_EVERY = 10  # every 10th API event is sent a second time
+RESEND_EVERY = 10  # every 10th API event (or batch) is sent a second time
+BATCH = 50  # events per request of the batch writers
 ITEMS = sorted(f"{p.parent.name}/{p.stem}" for p in BUNDLED.rglob("*.jpg"))
 
 
@@ -87,6 +89,44 @@ class ApiWriter(threading.Thread):
         conn.close()
 
 
+class BatchWriter(ApiWriter):
+    """Posts its events ``BATCH`` at a time; every ``RESEND_EVERY``-th batch twice; a batch that
+    errs is sent again whole, with the same keys."""
+
+    def post_batch(self, conn: http.client.HTTPConnection, events: list[dict]) -> http.client.HTTPConnection:
+        for attempt in range(10):
+            try:
+                conn.request("POST", "/api/events", json.dumps(events), self.headers)
+                response = conn.getresponse()
+                payload = json.loads(response.read())
+                if response.status == 200:
+                    results = [r["result"] for r in payload["results"]]
+                    self.stored += results.count("stored")
+                    self.duplicates += results.count("duplicate")
+                    errors = [r for r in payload["results"] if r["result"] == "error"]
+                    self.failures += [f"{events[0]['event_key']}...: {e}" for e in errors]
+                    return conn
+                if response.status < 500:
+                    self.failures.append(f"{events[0]['event_key']}...: {response.status} {payload}")
+                    return conn
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=60)
+            self.retries += 1
+            time.sleep(0.05 * (attempt + 1))
+        self.failures.append(f"{events[0]['event_key']}...: gave up after 10 attempts")
+        return conn
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=60)
+        for b, start in enumerate(range(0, EVENTS_PER_WRITER, BATCH)):
+            events = [_event(self.name, i) for i in range(start, start + BATCH)]
+            conn = self.post_batch(conn, events)
+            if b % RESEND_EVERY == 0:
+                conn = self.post_batch(conn, events)
+        conn.close()
+
+
 def _cli_writer_script(home: Path, folder: Path, name: str) -> list[list[str]]:
     """CSV chunks of one CLI writer, and the commands that import them (the second chunk twice)."""
     folder.mkdir(parents=True)
@@ -119,7 +159,7 @@ def test_16_writers_through_api_and_cli_store_every_event_exactly_once(embedded_
     tokens = [make_token(home, "write", f"writer-{w}") for w in range(API_WRITERS)]  # one per client
     started = time.perf_counter()
     with running_server(home, "--workers", "2", "--threads", "8") as url:
-        api = [ApiWriter(url, f"api{w}", tokens[w]) for w in range(API_WRITERS)]
+        api = [(ApiWriter if w % 2 else BatchWriter)(url, f"api{w}", tokens[w]) for w in range(API_WRITERS)]
         cli_results: list[dict] = []
         cli_errors: list[str] = []
         cli = [
@@ -146,7 +186,8 @@ def test_16_writers_through_api_and_cli_store_every_event_exactly_once(embedded_
     stored = {key: n for key, n in rows if key is not None}
     lost = expected - stored.keys()
     duplicated = {key for key, n in stored.items() if n > 1}
-    resent_api = API_WRITERS * len(range(0, EVENTS_PER_WRITER, RESEND_EVERY))
+    resent_api = (API_WRITERS // 2) * len(range(0, EVENTS_PER_WRITER, RESEND_EVERY))
+    resent_api += (API_WRITERS // 2) * len(range(0, EVENTS_PER_WRITER // BATCH, RESEND_EVERY)) * BATCH
     resent_cli = CLI_WRITERS * (EVENTS_PER_WRITER // CLI_CHUNKS)
     summary = {
         "writers": API_WRITERS + CLI_WRITERS,
