@@ -206,7 +206,9 @@ def main() -> None:
 
     logging.basicConfig(level=logging.WARNING, stream=io.StringIO())  # the access log, formatted, unseen
     logging.getLogger("recsys").setLevel(logging.INFO)
-    out: dict = {"items": args.items, "code": str(Path(args.code or ROOT).resolve())}
+    import recsys
+
+    out: dict = {"items": args.items, "code": str(Path(recsys.__file__).resolve().parent.parent)}
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         users, items, secrets = build(home, args.items)
@@ -254,7 +256,8 @@ def main() -> None:
             started = time.process_time()
             statuses = Counter(call(environ) for environ in environs[200 : 200 + n])
             cpu_ms = (time.process_time() - started) * 1000 / n
-            tally = sampled(lambda: [call(environ) for environ in environs[200 + n :]], args.rate)
+            rest = environs[200 + n :]
+            tally = sampled(lambda rest=rest: [call(environ) for environ in rest], args.rate)
             tally.pop("outside", None)
             total = sum(tally.values())
             out[kind] = {
