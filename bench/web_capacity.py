@@ -494,7 +494,7 @@ def start_server(cmd: list[str], port: int, probe: str, token: str, label: str, 
     """Start a server and wait until ``probe`` answers 200 (its first answer after loading)."""
     import http.client
 
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # this checkout's code
     deadline = time.perf_counter() + 600
     while True:
         try:

@@ -51,6 +51,14 @@ def check_key(key: str, what: str, max_length: int) -> str:
         raise RecsysError(f"empty {what}")
     if len(key) > max_length:
         raise RecsysError(f"{what} longer than {max_length} characters")
+    if not (key.isascii() and key.isprintable()):  # printable ASCII has none of what follows
+        _check_characters(key, what)
+    if any(part in (".", "..") for part in key.replace("\\", "/").split("/")):
+        raise RecsysError(f"{what} {key[:60]!r} has a '.' or '..' step, which reads as a path")
+    return key
+
+
+def _check_characters(key: str, what: str) -> None:
     if "\ufffd" in key:
         raise RecsysError(f"{what} is not valid UTF-8 (it holds U+FFFD, the mark of undecodable bytes)")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in key):
@@ -61,9 +69,6 @@ def check_key(key: str, what: str, max_length: int) -> str:
         raise RecsysError(f"{what} contains an invisible, filler or control character ({name})")
     if unicodedata.combining(key[0]) or unicodedata.category(key[0]) in ("Mn", "Mc", "Me"):
         raise RecsysError(f"{what} starts with a combining mark")
-    if any(part in (".", "..") for part in key.replace("\\", "/").split("/")):
-        raise RecsysError(f"{what} {key[:60]!r} has a '.' or '..' step, which reads as a path")
-    return key
 
 
 def user_key(raw: object) -> str:
@@ -71,6 +76,8 @@ def user_key(raw: object) -> str:
     that look alike are alike. Any other character, "/" included, is kept as given."""
     if not isinstance(raw, str):
         raise RecsysError("user key must be text")
+    if raw.isascii():  # already NFC, and no surrogate
+        return check_key(raw.strip(), "user key", USER_KEY_LENGTH)
     if any(0xD800 <= ord(c) <= 0xDFFF for c in raw):
         raise RecsysError("user key is not valid Unicode (a lone surrogate)")
     return check_key(unicodedata.normalize("NFC", raw).strip(), "user key", USER_KEY_LENGTH)

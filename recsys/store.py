@@ -327,6 +327,8 @@ def check_text(value: str, what: str, max_length: int | None = None) -> str:
     """
     if max_length is not None and len(value) > max_length:
         raise RecsysError(f"{what} longer than {max_length} characters")
+    if value.isascii() and value.isprintable():  # the common case, without a look at each character
+        return value
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise RecsysError(f"{what} contains a control character")
     if any(0xD800 <= ord(c) <= 0xDFFF for c in value):  # a lone surrogate cannot be stored as UTF-8

@@ -102,7 +102,7 @@ def test_a_batch_sent_again_stores_nothing_twice(app, client, writer):
     assert count(app) == 300
 
 
-def test_a_full_batch_of_1000_is_stored_in_chunks_and_1001_is_refused(app, client, writer):
+def test_a_full_batch_of_1000_is_stored_and_1001_is_refused(app, client, writer):
     batch = [{"user": f"w{n % 50}", "item": TULIP, "event_key": f"full-{n}"} for n in range(1000)]
     r = client.post("/api/events", json=batch, headers=writer)
     assert r.status_code == 200 and r.get_json()["stored"] == 1000

@@ -737,3 +737,33 @@ def test_nul_and_unavailable_strategies_are_400_not_500(client, writer):
     form = {"csrf_token": csrf_token(client.get("/you").data), "item": TULIP, "strategy": "two-tower"}
     assert client.post("/view", data=form).status_code == 400
     assert b"two-tower" not in client.get("/you").data  # the switch lists what can be served
+
+
+def test_the_quick_path_for_ascii_keys_decides_as_the_full_check_does():
+    """Printable ASCII skips the look at each character: every ASCII character, alone, between
+    others and at either end, is accepted or refused exactly as the full check decides."""
+    from recsys import keys
+    from recsys.errors import RecsysError
+
+    def full(key: str) -> bool:
+        try:
+            keys._check_characters(key, "key")
+            keys.check_key(key.replace("\x00", "x"), "key", 512)  # its length and path rules
+        except RecsysError:
+            return False
+        return True
+
+    def quick(key: str) -> bool:
+        try:
+            keys.user_key(key)
+            keys.item_key(key)
+            store.check_text(key, "key")
+        except RecsysError:
+            return False
+        return True
+
+    for code in range(128):
+        c = chr(code)
+        for key in (c, f"a{c}b", f"{c}ab", f"ab{c}", f"a/{c}"):
+            if key.strip() == key:  # keys are trimmed before the check
+                assert quick(key) == full(key), repr(key)

@@ -160,7 +160,7 @@ def document() -> dict:
                     "maxItems": MAX_BATCH_EVENTS,
                     "items": {"$ref": "#/components/schemas/Event"},
                     "description": f"a batch: 1 to {MAX_BATCH_EVENTS} events, up to 1 MB, each "
-                    "stored, a duplicate or refused on its own (one transaction per 500)",
+                    "stored, a duplicate or refused on its own (one transaction)",
                 },
                 "Result": {
                     "type": "object",
