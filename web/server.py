@@ -9,7 +9,6 @@ Windows has no fork (and no gunicorn): there, one waitress process.
 
 from __future__ import annotations
 
-import gc
 import logging
 import logging.config
 import os
@@ -90,20 +89,7 @@ def make_app(settings: Settings, demo: bool, models: bool = True):
     app = create_app({"RECSYS_SETTINGS": settings, "RECSYS_DEMO": demo})
     app.before_request(one_search_thread)
     app.extensions["recsys"].warm_up(models=models)
-    settle_garbage_collector()
     return app
-
-
-def settle_garbage_collector() -> None:
-    """Keep what is loaded out of the garbage collector's full passes.
-
-    A full pass walked every object loaded (the catalogue, item descriptions, the libraries:
-    120,000 objects at 10k items, 30 ms) and held the GIL all that time, so every request in flight
-    in that worker waited: the open-loop bench saw p99 stalls of 40-110 ms. Frozen objects are
-    never walked again; forked workers also keep sharing their pages (a pass writes to each
-    object it walks, which copies the page)."""
-    gc.collect()
-    gc.freeze()
 
 
 #: One log format for recsys, waitress and gunicorn alike, on stderr: access lines, start, errors.
@@ -239,7 +225,6 @@ def serve_recsys_with_gunicorn(app, host: str, port: int, chosen: Plan) -> None:
     def post_worker_init(worker) -> None:
         # Its own connection and a query of its own, before the worker takes its first request.
         app.extensions["recsys"].warm_up()
-        settle_garbage_collector()  # and what it loaded itself (trained models)
 
     def worker_exit(server, worker) -> None:
         # impressions still queued in this worker are committed before it goes
