@@ -56,36 +56,39 @@ class ApiWriter(threading.Thread):
         self.stored = self.duplicates = self.retries = 0
         self.failures: list[str] = []
 
-    def post(self, conn: http.client.HTTPConnection, body: dict) -> http.client.HTTPConnection:
+    def post(self, conn: http.client.HTTPConnection, body, label: str) -> http.client.HTTPConnection:
+        """Send ``body`` until it gets an answer below 500 (the same keys each time), and count it."""
         for attempt in range(10):
             try:
                 conn.request("POST", "/api/events", json.dumps(body), self.headers)
                 response = conn.getresponse()
                 payload = json.loads(response.read())
-                if response.status == 201:
-                    self.stored += 1
-                    return conn
-                if response.status == 200 and payload.get("duplicate"):
-                    self.duplicates += 1
-                    return conn
                 if response.status < 500:
-                    self.failures.append(f"{body['event_key']}: {response.status} {payload}")
+                    self.count(response.status, payload, label)
                     return conn
             except (OSError, http.client.HTTPException):
                 conn.close()
                 conn = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=60)
             self.retries += 1
             time.sleep(0.05 * (attempt + 1))
-        self.failures.append(f"{body['event_key']}: gave up after 10 attempts")
+        self.failures.append(f"{label}: gave up after 10 attempts")
         return conn
+
+    def count(self, status: int, payload: dict, label: str) -> None:
+        if status == 201:
+            self.stored += 1
+        elif status == 200 and payload.get("duplicate"):
+            self.duplicates += 1
+        else:
+            self.failures.append(f"{label}: {status} {payload}")
 
     def run(self) -> None:
         conn = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=60)
         for i in range(EVENTS_PER_WRITER):
             body = _event(self.name, i)
-            conn = self.post(conn, body)
+            conn = self.post(conn, body, body["event_key"])
             if i % RESEND_EVERY == 0:
-                conn = self.post(conn, body)  # the client "timed out" and sends it again
+                conn = self.post(conn, body, body["event_key"])  # the client "timed out" and sends it again
         conn.close()
 
 
@@ -93,37 +96,22 @@ class BatchWriter(ApiWriter):
     """Posts its events ``BATCH`` at a time; every ``RESEND_EVERY``-th batch twice; a batch that
     errs is sent again whole, with the same keys."""
 
-    def post_batch(self, conn: http.client.HTTPConnection, events: list[dict]) -> http.client.HTTPConnection:
-        for attempt in range(10):
-            try:
-                conn.request("POST", "/api/events", json.dumps(events), self.headers)
-                response = conn.getresponse()
-                payload = json.loads(response.read())
-                if response.status == 200:
-                    results = [r["result"] for r in payload["results"]]
-                    self.stored += results.count("stored")
-                    self.duplicates += results.count("duplicate")
-                    errors = [r for r in payload["results"] if r["result"] == "error"]
-                    self.failures += [f"{events[0]['event_key']}...: {e}" for e in errors]
-                    return conn
-                if response.status < 500:
-                    self.failures.append(f"{events[0]['event_key']}...: {response.status} {payload}")
-                    return conn
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=60)
-            self.retries += 1
-            time.sleep(0.05 * (attempt + 1))
-        self.failures.append(f"{events[0]['event_key']}...: gave up after 10 attempts")
-        return conn
+    def count(self, status: int, payload: dict, label: str) -> None:
+        if status != 200:
+            self.failures.append(f"{label}: {status} {payload}")
+            return
+        results = [r["result"] for r in payload["results"]]
+        self.stored += results.count("stored")
+        self.duplicates += results.count("duplicate")
+        self.failures += [f"{label}: {r}" for r in payload["results"] if r["result"] == "error"]
 
     def run(self) -> None:
         conn = http.client.HTTPConnection(self.address.hostname, self.address.port, timeout=60)
         for b, start in enumerate(range(0, EVENTS_PER_WRITER, BATCH)):
             events = [_event(self.name, i) for i in range(start, start + BATCH)]
-            conn = self.post_batch(conn, events)
+            conn = self.post(conn, events, f"{events[0]['event_key']}...")
             if b % RESEND_EVERY == 0:
-                conn = self.post_batch(conn, events)
+                conn = self.post(conn, events, f"{events[0]['event_key']}...")
         conn.close()
 
 
