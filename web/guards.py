@@ -24,7 +24,7 @@ from recsys.settings import Settings
 from web import counters
 from web.errors import error_response, http_headers
 from web.identity import visitor
-from web.params import MAX_BATCH_BYTES
+from web.params import MAX_BATCH_BYTES, MAX_BATCH_EVENTS
 
 #: Largest JSON body the API reads, and the deepest nesting it parses.
 MAX_JSON_BYTES = 64 * 1024
@@ -189,22 +189,15 @@ def _parse_json(max_bytes: int):
         abort(400, description=f"body is not valid JSON ({str(exc).splitlines()[0][:120]})")
 
 
-def json_object() -> dict:
-    """The request body as a JSON object (``json_value``'s bounds)."""
-    body = json_value()
-    if not isinstance(body, dict):
-        abort(400, description="send a JSON object")
-    return body
-
-
 def events_in_body() -> int:
-    """What a write costs against its rate limit: the events a batch holds (a single event, or a
-    body that will be refused, costs 1). Never raises: the view says what is wrong with a body."""
+    """What a write costs against its rate limit: the events a batch holds, at most a full batch's
+    (a single event, or a body that will be refused, costs 1). Never raises: the view says what is
+    wrong with a body."""
     try:
         body = json_value(MAX_BATCH_BYTES)
     except HTTPException:
         return 1
-    return max(1, len(body)) if isinstance(body, list) else 1
+    return min(max(1, len(body)), MAX_BATCH_EVENTS) if isinstance(body, list) else 1
 
 
 def item_id(value: int) -> int:
