@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys import atomic
+from recsys import ids as id_lookup
 from recsys.errors import RecsysError
 
 EXACT_BELOW = 2_000
@@ -315,8 +316,7 @@ class ItemIndex:
             order = np.argsort(id_map, kind="stable")
             self._id_order = (order, id_map[order])
         order, sorted_ids = self._id_order
-        at = np.searchsorted(sorted_ids, item_ids).clip(0, len(sorted_ids) - 1)
-        return order[at[sorted_ids[at] == item_ids]].astype(np.int64)
+        return order[id_lookup.rows(sorted_ids, item_ids)].astype(np.int64)
 
     def _search_past(
         self, queries: np.ndarray, k: int, excluded: np.ndarray
